@@ -1,0 +1,3 @@
+"""attnmt: attention-based neural machine translation (Bahdanau, Luong, Transformer)."""
+
+__version__ = "0.1.0"

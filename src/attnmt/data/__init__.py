@@ -1,0 +1,1 @@
+"""Data layer: Multi30k download, corpus reading, sentencepiece, token batching, DataModule."""

@@ -1,0 +1,279 @@
+"""From cached token ids to padded Batches: memory-mapped dataset, token-bucket sampler, collate.
+
+Token-id cache format (one folder per split): `src_tokens.npy`/`tgt_tokens.npy` hold every
+sentence's ids back to back (int16 when the vocabulary fits, else int32), `*_offsets.npy`
+[N + 1] int64 say where sentence i starts and ends, `positions.npy` [N] maps dataset index ->
+pair index in `corpus.read(split)`. The token arrays are opened with mmap, so memory stays flat
+however many workers read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from attnmt.data.batch import Batch
+from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
+
+# collate adds one special token per side: src + EOS, BOS + tgt (tgt_in), tgt + EOS (tgt_out)
+SPECIALS_PER_SIDE = 1
+META_FILE = "meta.json"
+
+
+# --- token-id cache -----------------------------------------------------------------------
+def _flatten(sequences: Sequence[Sequence[int]], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((i for s in sequences for i in s), dtype=dtype, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def write_token_cache(
+    folder: str | Path,
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    positions: Sequence[int],
+    vocab_size: int,
+    meta: dict | None = None,
+) -> bool:
+    """Write one split's ids into `folder` atomically (temp folder + rename).
+
+    Returns False when another process created `folder` first (its copy is kept).
+    """
+    folder = Path(folder)
+    dtype = np.dtype(np.int16 if vocab_size <= np.iinfo(np.int16).max + 1 else np.int32)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for side, ids in (("src", src_ids), ("tgt", tgt_ids)):
+            flat, offsets = _flatten(ids, dtype)
+            np.save(tmp / f"{side}_tokens.npy", flat)
+            np.save(tmp / f"{side}_offsets.npy", offsets)
+        np.save(tmp / "positions.npy", np.asarray(positions, dtype=np.int64))
+        (tmp / META_FILE).write_text(json.dumps({"size": len(src_ids), **(meta or {})}, indent=2) + "\n")
+        os.rename(tmp, folder)
+        return True
+    except OSError:
+        if (folder / META_FILE).is_file():
+            return False  # lost a race: the winner's identical copy is in place
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class TokenPairDataset(Dataset):
+    """Sentence pairs of one split from a token-id cache folder.
+
+    item i -> (i, src ids [n] int64 numpy, tgt ids [m] int64 numpy), without specials.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / META_FILE).read_text())
+        # offsets are small (8 bytes per sentence): load them; the token arrays stay on disk
+        self.src_offsets = np.load(self.folder / "src_offsets.npy")
+        self.tgt_offsets = np.load(self.folder / "tgt_offsets.npy")
+        self.positions = np.load(self.folder / "positions.npy")
+        self._tokens: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def src_lengths(self) -> np.ndarray:
+        """[N] int64 source ids per sentence (no specials)."""
+        return np.diff(self.src_offsets)
+
+    @property
+    def tgt_lengths(self) -> np.ndarray:
+        return np.diff(self.tgt_offsets)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tokens is None:  # opened lazily, once per process (DataLoader workers included)
+            self._tokens = (
+                np.load(self.folder / "src_tokens.npy", mmap_mode="r"),
+                np.load(self.folder / "tgt_tokens.npy", mmap_mode="r"),
+            )
+        return self._tokens
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_tokens"] = None  # pickling a memmap would copy the whole array into the worker
+        return state
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
+        src_tokens, tgt_tokens = self._arrays()
+        src = src_tokens[self.src_offsets[index] : self.src_offsets[index + 1]].astype(np.int64)
+        tgt = tgt_tokens[self.tgt_offsets[index] : self.tgt_offsets[index + 1]].astype(np.int64)
+        return int(index), src, tgt
+
+
+# --- batching -----------------------------------------------------------------------------
+def collate(items: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> Batch:
+    """(index, src ids, tgt ids) items -> Batch: src = ids EOS, tgt_in = BOS ids, tgt_out = ids EOS."""
+    size = len(items)
+    src_len = max(len(src) for _, src, _ in items) + SPECIALS_PER_SIDE
+    tgt_len = max(len(tgt) for _, _, tgt in items) + SPECIALS_PER_SIDE
+    src = np.full((size, src_len), PAD_ID, dtype=np.int64)  # [B, S]
+    tgt_in = np.full((size, tgt_len), PAD_ID, dtype=np.int64)  # [B, T]
+    tgt_out = np.full((size, tgt_len), PAD_ID, dtype=np.int64)  # [B, T]
+    for row, (_, s, t) in enumerate(items):
+        n, m = len(s), len(t)
+        src[row, :n], src[row, n] = s, EOS_ID
+        tgt_in[row, 0], tgt_in[row, 1 : m + 1] = BOS_ID, t
+        tgt_out[row, :m], tgt_out[row, m] = t, EOS_ID
+    src_t, tgt_out_t = torch.from_numpy(src), torch.from_numpy(tgt_out)
+    return Batch(
+        src=src_t,
+        src_mask=padding_mask(src_t),
+        tgt_in=torch.from_numpy(tgt_in),
+        tgt_out=tgt_out_t,
+        tgt_mask=padding_mask(tgt_out_t),
+        index=torch.tensor([index for index, _, _ in items], dtype=torch.long),
+    )
+
+
+class TokenBucketSampler(Sampler[list[int]]):
+    """Batches of similar-length pairs holding at most `max_tokens` tokens, padding included.
+
+    Cost of a batch = size * longest side in it, lengths as the collated tensors have them
+    (specials included). A pair longer than `max_tokens` on its own becomes a batch of one.
+
+    Training (shuffle=True): sort by (width, source length, target length) with random
+    tie-breaks, cut greedily, shuffle the batch order; fresh per `set_epoch(e)`, identical for
+    the same seed and epoch. Because ties only reorder equal lengths, the number of batches
+    never changes between epochs (Lightning counts them once).
+    Evaluation (shuffle=False): same sort, longest first (memory trouble shows on the first batch).
+    Sharding: rank r takes batches r, r + R, ... With even=True (default for training) the
+    remainder batches are dropped so every rank gets the same number (at most R - 1 batches
+    per epoch, different ones each epoch); with even=False (evaluation) sentences are dealt to the
+    ranks round-robin in length order before cutting, so every pair is used exactly once and every
+    rank has a batch whenever there are at least R pairs.
+    """
+
+    def __init__(
+        self,
+        src_lengths: Sequence[int] | np.ndarray,
+        tgt_lengths: Sequence[int] | np.ndarray,
+        max_tokens: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        even: bool | None = None,
+    ) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
+        self.tgt_lengths = np.asarray(tgt_lengths, dtype=np.int64)
+        self.cost = np.maximum(self.src_lengths, self.tgt_lengths)  # padded width of a pair's longer side
+        self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.even = shuffle if even is None else even
+        self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) after a restart
+        # Lightning calls set_epoch on `dataloader.batch_sampler.sampler`, not on the batch sampler
+        self.sampler = _EpochForwarder(self)
+
+    @classmethod
+    def for_dataset(cls, dataset: TokenPairDataset, max_tokens: int, **kwargs) -> "TokenBucketSampler":
+        return cls(dataset.src_lengths + SPECIALS_PER_SIDE, dataset.tgt_lengths + SPECIALS_PER_SIDE, max_tokens, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue epoch `epoch` after its first `batches_done` batches (restart from a checkpoint).
+
+        `len()` stays the full epoch's count, as Lightning's batch counter resumes at batches_done;
+        only the next iteration of that epoch is shortened.
+        """
+        self.epoch, self._resume = epoch, (epoch, batches_done)
+
+    def _cut(self, order: np.ndarray) -> list[list[int]]:
+        batches, current, widest = [], [], 0
+        for index, cost in zip(order.tolist(), self.cost[order].tolist()):
+            wider = max(widest, cost)
+            if current and wider * (len(current) + 1) > self.max_tokens:
+                batches.append(current)
+                current, wider = [], cost
+            current.append(index)
+            widest = wider
+        if current:
+            batches.append(current)
+        return batches
+
+    def _all_batches(self) -> list[list[int]]:
+        """Batches of every rank for the current epoch, in order."""
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            # by padded width, then source length (halves the padding on the shorter side), ties at random
+            order = np.lexsort((rng.random(len(self.cost)), self.tgt_lengths, self.src_lengths, self.cost))
+            batches = self._cut(order)
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        else:
+            batches = self._cut(np.lexsort((-self.tgt_lengths, -self.src_lengths, -self.cost)))
+        if self.even:
+            batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch."""
+        if self._cached is None or self._cached[0] != self.epoch:
+            if self.even:
+                mine = self._all_batches()[self.rank :: self.num_replicas]
+            else:
+                # evaluation: deal sentences (not batches) round-robin in length order, so every
+                # rank gets a batch even when the whole split fits in one, and similar work
+                order = np.lexsort((-self.tgt_lengths, -self.src_lengths, -self.cost))
+                mine = self._cut(order[self.rank :: self.num_replicas])
+            self._cached = (self.epoch, mine)
+        return self._cached[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip = 0
+        if self._resume is not None:
+            epoch, done = self._resume
+            skip = done if epoch == self.epoch else 0
+            self._resume = None
+        return iter([list(b) for b in self.batches()[skip:]])
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def padding_ratio(self) -> float:
+        """Fraction of this rank's batch tensor cells (src + tgt) that are padding."""
+        real = padded = 0
+        for batch in self.batches():
+            src, tgt = self.src_lengths[batch], self.tgt_lengths[batch]
+            real += int(src.sum() + tgt.sum())
+            padded += len(batch) * int(src.max() + tgt.max())
+        return 1.0 - real / padded if padded else 0.0
+
+
+class _EpochForwarder(Sampler[int]):
+    """`batch_sampler.sampler` for Lightning: forwards set_epoch, iterates the indices in order."""
+
+    def __init__(self, owner: TokenBucketSampler) -> None:
+        self._owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self._owner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._owner.cost)))
+
+    def __len__(self) -> int:
+        return len(self._owner.cost)

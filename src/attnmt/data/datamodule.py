@@ -1,0 +1,294 @@
+"""TranslationDataModule: corpus -> sentencepiece -> cached token ids -> token-bucket DataLoaders.
+
+Everything expensive is cached under `cache_dir` and keyed by content, so a second build (or a
+second DDP rank) only opens files:
+- `spm-<key>/`: tokenizer, key = train file hashes + tokenizer settings (tokenizer.py);
+- `ids-<split>-<key>/`: token ids, key = tokenizer fingerprint + split file hashes + filtering.
+Writes are atomic (temp folder + rename), so ranks that build at the same time stay consistent.
+`cache_hits` says, per item, whether the last build reused it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from attnmt.data.batching import (
+    SPECIALS_PER_SIDE,
+    TokenBucketSampler,
+    TokenPairDataset,
+    collate,
+    write_token_cache,
+)
+from attnmt.data.corpus import Corpus, Pairs, read_pairs
+from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
+from attnmt.errors import ConfigError, DataError
+
+log = logging.getLogger("attnmt.data")
+
+CACHE_FORMAT = "ids-v1"  # bump when the token cache layout or the reading rules change
+# Number of splits encoded (cache misses) in this process: tests read it to prove a cache hit.
+ENCODINGS = 0
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position Lightning stores in checkpoints and restores on resume.
+
+    Lightning saves `state_dict()` of every loader that has one and calls `load_state_dict()`
+    before it starts iterating again, so a resumed run continues the interrupted epoch with the
+    same batch order, skipping the batches already trained.
+    """
+
+    progress: Callable[[], int] | None = None  # batches of the current epoch trained so far
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.batch_sampler
+        return {"epoch": sampler.epoch, "batches_done": self.progress() if self.progress else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(state["epoch"], state["batches_done"])
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _tokenizer_settings(value: Mapping | TokenizerSettings | None) -> TokenizerSettings:
+    if value is None:
+        return TokenizerSettings()
+    if isinstance(value, TokenizerSettings):
+        return value
+    try:
+        return TokenizerSettings(**{str(k): v for k, v in value.items()})
+    except TypeError as err:
+        raise ConfigError(f"data.tokenizer: {err}") from None
+
+
+class TranslationDataModule(L.LightningDataModule):
+    """Batches of a parallel corpus for training and evaluation.
+
+    Call `prepare_data()` then `setup()` (a Trainer does it); `setup()` alone also works.
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        tokenizer: Mapping | TokenizerSettings | None = None,
+        cache_dir: str | Path = "data/cache",
+        max_tokens: int = 4096,
+        eval_max_tokens: int = 8192,
+        max_len: int | None = 128,
+        num_workers: int = 1,
+        pin_memory: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(corpus, Mapping):  # a config node that was not instantiated yet
+            from hydra.utils import instantiate
+
+            corpus = instantiate(corpus)
+        for key, value in (("max_tokens", max_tokens), ("eval_max_tokens", eval_max_tokens)):
+            if value <= 0:
+                raise ConfigError(f"data.{key}={value}: must be a positive number of tokens")
+        if max_len is not None and max_len < 2:
+            raise ConfigError(f"data.max_len={max_len}: must be at least 2 (one token + EOS) or null")
+        self.corpus = corpus
+        self.tokenizer_settings = _tokenizer_settings(tokenizer)
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.max_tokens, self.eval_max_tokens, self.max_len = max_tokens, eval_max_tokens, max_len
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.tokenizer: Tokenizer | None = None
+        self.cache_hits: dict[str, bool] = {}
+        self._files: dict[str, tuple[Path, Path]] = {}  # split -> (src file, tgt file)
+        self._datasets: dict[str, TokenPairDataset] = {}
+        self._pairs: dict[str, Pairs] = {}  # raw text, read only when asked for
+        self._ready = False
+
+    # --- building ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self._build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+
+    def _build(self) -> None:
+        if self._ready:
+            return
+        started = time.perf_counter()
+        for split in self.corpus.splits:
+            self._files[split] = self.corpus.files(split)
+        train = self.corpus.train_split
+        train_digest = "+".join(file_digest(p) for p in self._files[train])
+
+        def training_text() -> tuple[list[str], list[str]]:
+            pairs = self._read(train)
+            return pairs.src, pairs.tgt
+
+        self.tokenizer, self.cache_hits["tokenizer"] = load_or_train(
+            self.cache_dir, self.tokenizer_settings, train_digest, training_text
+        )
+        for split in self.corpus.splits:
+            self._datasets[split] = self._encode(split)
+        self._ready = True
+        self._pairs.clear()  # the text was only needed for encoding; sources()/references() reread it
+        log.info(
+            "data ready in %.1f s: %s, %s; cache hits %s",
+            time.perf_counter() - started, self.corpus, self.tokenizer, self.cache_hits,
+        )
+
+    def _read(self, split: str) -> Pairs:
+        if split not in self._pairs:
+            self._pairs[split] = read_pairs(*self._files[split])
+        return self._pairs[split]
+
+    def _encode(self, split: str) -> TokenPairDataset:
+        """Token ids of a split from the cache, encoding them on a miss."""
+        global ENCODINGS
+        assert self.tokenizer is not None
+        max_len = self.max_len if split == self.corpus.train_split else None  # never filter evaluation
+        key_parts = {
+            "format": CACHE_FORMAT,
+            "tokenizer": self.tokenizer.fingerprint,
+            "files": [file_digest(p) for p in self._files[split]],
+            "max_len": max_len,
+        }
+        key = hashlib.sha1(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
+        folder = self.cache_dir / f"ids-{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{key}"
+        hit = (folder / "meta.json").is_file()
+        if not hit:
+            pairs = self._read(split)
+            src_ids = self.tokenizer.encode_src(pairs.src)
+            tgt_ids = self.tokenizer.encode_tgt(pairs.tgt)
+            ENCODINGS += 1
+            positions = range(len(pairs))
+            if max_len is not None:
+                # lengths as the model sees them (with EOS / BOS), so no tensor exceeds max_len
+                limit = max_len - SPECIALS_PER_SIDE
+                positions = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= limit and len(t) <= limit]
+                if not positions:
+                    raise ConfigError(f"data.max_len={max_len} drops every training pair of {split}; raise it")
+                if len(positions) < len(pairs):
+                    log.info("%s: dropped %d of %d pairs longer than max_len=%d tokens",
+                             split, len(pairs) - len(positions), len(pairs), max_len)
+            meta = {"split": split, "files": [str(p) for p in self._files[split]], "max_len": max_len,
+                    "dropped_empty": pairs.dropped_empty, "dropped_long": len(pairs) - len(positions)}
+            write_token_cache(
+                folder, [src_ids[i] for i in positions], [tgt_ids[i] for i in positions], list(positions),
+                vocab_size=max(self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size), meta=meta,
+            )
+        self.cache_hits[f"ids/{split}"] = hit
+        return TokenPairDataset(folder)
+
+    def add_split(self, name: str, src_path: str | Path, tgt_path: str | Path) -> str:
+        """Register any aligned file pair as split `name` (e.g. a custom test set); returns name."""
+        self._build()
+        if name in self.corpus.splits:
+            raise ConfigError(f"split name {name!r} is taken by the corpus; choose another one")
+        self._files[name] = (Path(src_path), Path(tgt_path))
+        self._pairs.pop(name, None)
+        self._datasets[name] = self._encode(name)
+        return name
+
+    def dataloader_for_files(self, src_path: str | Path, tgt_path: str | Path) -> DataLoader:
+        """An evaluation DataLoader over any aligned file pair (split name: `file:<src path>`)."""
+        return self.dataloader(self.add_split(f"file:{src_path}", src_path, tgt_path))
+
+    # --- what training and evaluation use -------------------------------------------------
+    def _dataset(self, split: str) -> TokenPairDataset:
+        self._build()
+        if split not in self._datasets:
+            raise DataError(f"unknown split {split!r}; available: {', '.join(self._datasets)}")
+        return self._datasets[split]
+
+    @property
+    def splits(self) -> list[str]:
+        self._build()
+        return list(self._datasets)
+
+    @property
+    def src_vocab_size(self) -> int:
+        self._build()
+        return self.tokenizer.src_vocab_size
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        self._build()
+        return self.tokenizer.tgt_vocab_size
+
+    @property
+    def joint_vocab(self) -> bool:
+        self._build()
+        return self.tokenizer.joint
+
+    def dataset(self, split: str) -> TokenPairDataset:
+        return self._dataset(split)
+
+    def sampler(self, split: str, shuffle: bool = False, training: bool | None = None) -> TokenBucketSampler:
+        """Token-bucket batches of a split, sharded by the attached Trainer's rank (else 0 of 1)."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TokenBucketSampler.for_dataset(
+            self._dataset(split),
+            self.max_tokens if (shuffle if training is None else training) else self.eval_max_tokens,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+
+    def dataloader(self, split: str, shuffle: bool = False, training: bool | None = None) -> DataLoader:
+        """Batches of any split; shuffle=True gives training order (per-epoch, even across ranks)."""
+        return ResumableDataLoader(
+            self._dataset(split),
+            batch_sampler=self.sampler(split, shuffle, training),
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            # its own generator: creating an iterator must not draw from the global RNG, or a
+            # resumed run's dropout masks would drift from an uninterrupted run's
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        # overfitting (trainer.overfit_batches) needs the same first batches every epoch
+        shuffle = trainer is None or not trainer.overfit_batches
+        loader = self.dataloader(self.corpus.train_split, shuffle=shuffle, training=True)
+        if trainer is not None:
+            # batches of the current epoch already trained: Lightning's counter at save time
+            # ("processed": a checkpoint written in on_train_batch_end counts its own batch)
+            loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader(self.corpus.val_split)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """One loader per test split, in the order of `test_splits` (dataloader_idx)."""
+        return [self.dataloader(split) for split in self.test_splits]
+
+    @property
+    def test_splits(self) -> list[str]:
+        return list(self.corpus.test_splits)
+
+    def sources(self, split: str) -> list[str]:
+        """Source sentences of a split, entry i matching Batch.index == i."""
+        positions = self._dataset(split).positions
+        pairs = self._read(split)
+        return [pairs.src[p] for p in positions.tolist()]
+
+    def references(self, split: str) -> list[str]:
+        """Reference translations of a split, entry i matching Batch.index == i (for sacreBLEU)."""
+        positions = self._dataset(split).positions
+        pairs = self._read(split)
+        return [pairs.tgt[p] for p in positions.tolist()]

@@ -1,0 +1,122 @@
+"""Transformer encoder-decoder (implements models/seq2seq.py).
+
+Pre-norm stacks, sinusoidal positions, embeddings scaled by sqrt(d_model). With
+tie_embeddings and a joint vocabulary one table serves source input, target input and output;
+with separate vocabularies only target input and output are tied.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attnmt.errors import ConfigError
+from attnmt.modules.embeddings import (
+    count_parameters,
+    require_dropout,
+    require_positive,
+    sinusoidal_positions,
+    tied_embeddings,
+)
+from attnmt.modules.transformer import LayerCache, TransformerDecoder, TransformerEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransformerState:
+    """Incremental decoding state: src_mask [B, 1, 1, S] and one LayerCache per decoder layer."""
+
+    src_mask: torch.Tensor
+    cache: list[LayerCache]
+
+    @property
+    def length(self) -> int:
+        """Target positions decoded so far (a shape, so no device sync)."""
+        return self.cache[0].self_k.size(2)
+
+
+class TransformerSeq2Seq(nn.Module):
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        shared_vocab: bool,
+        encoder_layers: int = 3,
+        decoder_layers: int = 3,
+        d_model: int = 256,
+        heads: int = 4,
+        ff_size: int = 1024,
+        dropout: float = 0.1,
+        tie_embeddings: bool = True,
+    ) -> None:
+        super().__init__()
+        require_positive(
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            d_model=d_model,
+            heads=heads,
+            ff_size=ff_size,
+        )
+        require_dropout(dropout)
+        if d_model % heads != 0:
+            raise ConfigError(f"model.heads={heads} must divide model.d_model={d_model}")
+        self.src_vocab_size = src_vocab_size
+        self.tgt_vocab_size = tgt_vocab_size
+        self.d_model = d_model
+        self.src_embed, self.tgt_embed = tied_embeddings(src_vocab_size, tgt_vocab_size, d_model, shared_vocab, tie_embeddings)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = TransformerEncoder(encoder_layers, d_model, heads, ff_size, dropout)
+        self.decoder = TransformerDecoder(decoder_layers, d_model, heads, ff_size, dropout)
+        self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
+        self._init_embeddings()
+        if tie_embeddings:
+            self.output.weight = self.tgt_embed.weight
+        log.info("TransformerSeq2Seq: %d parameters", self.num_parameters())
+
+    def _init_embeddings(self) -> None:
+        # scaled by sqrt(d_model) on input, so unit-variance inputs need std d_model^-0.5 tables
+        for table in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(table.weight, std=self.d_model**-0.5)
+
+    def num_parameters(self) -> int:
+        return count_parameters(self)
+
+    def _embed(self, table: nn.Embedding, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """ids [B, T] -> [B, T, D] scaled embeddings plus positions offset .. offset+T-1."""
+        positions = torch.arange(offset, offset + ids.size(1), device=ids.device)
+        embedded = table(ids) * math.sqrt(self.d_model) + sinusoidal_positions(positions, self.d_model)
+        return self.dropout(embedded)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """src [B, S] long, src_mask [B, S] bool -> memory [B, S, D]."""
+        return self.encoder(self._embed(self.src_embed, src), src_mask)
+
+    def forward(
+        self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """src [B, S], src_mask [B, S], tgt_in [B, T] -> (logits [B, T, V], attention [B, L, H, T, S] or None)."""
+        memory = self.encode(src, src_mask)
+        hidden, weights = self.decoder(self._embed(self.tgt_embed, tgt_in), memory, src_mask, need_weights)
+        return self.output(hidden), weights
+
+    def init_state(self, memory: torch.Tensor, src_mask: torch.Tensor) -> TransformerState:
+        """memory [B, S, D], src_mask [B, S] -> state with cross-attention K/V computed once."""
+        return TransformerState(src_mask[:, None, None, :], self.decoder.init_cache(memory))
+
+    def step(self, tokens: torch.Tensor, state: TransformerState) -> tuple[torch.Tensor, TransformerState, torch.Tensor]:
+        """tokens [B] long -> (log-probs [B, V] float32, new state, attention [B, L, H, S])."""
+        embedded = self._embed(self.tgt_embed, tokens.unsqueeze(1), offset=state.length)  # [B, 1, D]
+        hidden, cache, weights = self.decoder.step(embedded, state.cache, state.src_mask)
+        logprobs = self.output(hidden).float().log_softmax(dim=-1)
+        return logprobs, TransformerState(state.src_mask, cache), weights
+
+    def reorder_state(self, state: TransformerState, index: torch.Tensor) -> TransformerState:
+        """index [B'] long -> state with the selected batch entries."""
+        return TransformerState(state.src_mask.index_select(0, index), [c.index_select(index) for c in state.cache])

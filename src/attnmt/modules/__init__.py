@@ -1,0 +1,1 @@
+"""Building blocks: attention (one interface), RNN and Transformer encoders/decoders."""

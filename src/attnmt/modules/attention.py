@@ -1,0 +1,191 @@
+"""Attention with one interface for every model family.
+
+    forward(query [B, Tq, Dq], keys [B, Tk, Dk], values [B, Tk, Dv], mask [B, 1|Tq, Tk] bool,
+            need_weights=True, ...) -> (context [B, Tq, D], weights [B, H, Tq, Tk] or None)
+
+Masks follow the project convention (True = real token, keep). Padding always gets exactly zero
+weight and a row with no real key at all yields zeros, never NaN, in float32, bf16 and fp16.
+
+- AdditiveAttention: Bahdanau et al. (2015) score v^T tanh(W_q q + W_k k); H = 1. Luong's
+  "concat" score is the same function, so it is built from this class too.
+- DotProductAttention: Luong et al. (2015) "dot" (q . k) and "general" (q . W_a k); H = 1.
+- MultiHeadAttention: scaled dot-product attention with H heads (Transformer).
+
+Key projections depend only on the source, so the RNN attentions expose `precompute(keys)` and
+accept its result as `projected_keys`; the decoder computes it once per sentence, not per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from attnmt.errors import ConfigError
+
+RNN_SCORES = ("additive", "concat", "dot", "general")
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis that gives masked positions exactly zero weight.
+
+    scores [..., Tq, Tk], mask broadcastable to it (True = keep) -> weights of the same shape.
+    The dtype's most negative finite value (not -inf) keeps fully masked rows finite in the
+    forward and backward pass; multiplying by the mask then turns those rows into zeros.
+    """
+    scores = scores.masked_fill(mask.logical_not(), torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1) * mask
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau (additive / Luong "concat") attention: score(q, k) = v^T tanh(W_q q + W_k k)."""
+
+    def __init__(self, query_size: int, key_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(query_size, attention_size, bias=False)
+        self.key_proj = nn.Linear(key_size, attention_size, bias=True)
+        self.energy = nn.Linear(attention_size, 1, bias=False)
+
+    def precompute(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys [B, Tk, Dk] -> W_k k [B, Tk, A] (once per source sentence)."""
+        return self.key_proj(keys)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        need_weights: bool = True,
+        projected_keys: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if projected_keys is None:
+            projected_keys = self.precompute(keys)
+        hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + projected_keys.unsqueeze(1))  # [B, Tq, Tk, A]
+        scores = self.energy(hidden).squeeze(-1)  # [B, Tq, Tk]
+        weights = masked_softmax(scores, mask)
+        context = torch.bmm(weights, values)  # [B, Tq, Dv]
+        return context, weights.unsqueeze(1) if need_weights else None
+
+
+class DotProductAttention(nn.Module):
+    """Luong "dot" (score q . k) or, with bilinear=True, "general" (score q . W_a k)."""
+
+    def __init__(self, query_size: int, key_size: int, bilinear: bool, config_key: str = "model.score") -> None:
+        super().__init__()
+        if not bilinear and query_size != key_size:
+            raise ConfigError(
+                f"{config_key}=dot needs the decoder state size ({query_size}) to equal the encoder "
+                f"output size ({key_size}); use score 'general' or matching sizes"
+            )
+        self.key_proj = nn.Linear(key_size, query_size, bias=False) if bilinear else None
+
+    def precompute(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys [B, Tk, Dk] -> W_a k [B, Tk, Dq] ("general") or keys unchanged ("dot")."""
+        return keys if self.key_proj is None else self.key_proj(keys)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        need_weights: bool = True,
+        projected_keys: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if projected_keys is None:
+            projected_keys = self.precompute(keys)
+        scores = torch.bmm(query, projected_keys.transpose(1, 2))  # [B, Tq, Tk]
+        weights = masked_softmax(scores, mask)
+        context = torch.bmm(weights, values)  # [B, Tq, Dv]
+        return context, weights.unsqueeze(1) if need_weights else None
+
+
+def build_rnn_attention(
+    score: str, query_size: int, key_size: int, attention_size: int, config_key: str = "model.score"
+) -> AdditiveAttention | DotProductAttention:
+    """The single-head attention an RNN decoder uses, chosen by its config string."""
+    if score in ("additive", "concat"):
+        return AdditiveAttention(query_size, key_size, attention_size)
+    if score in ("dot", "general"):
+        return DotProductAttention(query_size, key_size, bilinear=score == "general", config_key=config_key)
+    raise ConfigError(f"{config_key}={score!r} is not a known attention score; choose one of {', '.join(RNN_SCORES)}")
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention.
+
+    Uses F.scaled_dot_product_attention (fused kernels) when the weights are not needed and an
+    explicit softmax path returning per-head weights [B, H, Tq, Tk] when they are. The pieces
+    (`project_query`, `project_kv`, `attend`) are public so a decoder can cache keys/values.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, config_key: str = "model.heads") -> None:
+        super().__init__()
+        if heads <= 0 or d_model % heads != 0:
+            raise ConfigError(f"{config_key}={heads} must be positive and divide d_model={d_model}")
+        self.heads = heads
+        self.head_size = d_model // heads
+        self.dropout = dropout
+        self.query_proj = nn.Linear(d_model, d_model)
+        self.key_proj = nn.Linear(d_model, d_model)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, H, T, D/H]"""
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.head_size).transpose(1, 2)
+
+    def project_query(self, query: torch.Tensor) -> torch.Tensor:
+        """query [B, Tq, D] -> [B, H, Tq, D/H]"""
+        return self._split_heads(self.query_proj(query))
+
+    def project_kv(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """keys, values [B, Tk, D] -> ([B, H, Tk, D/H], [B, H, Tk, D/H])"""
+        return self._split_heads(self.key_proj(keys)), self._split_heads(self.value_proj(values))
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_weights: bool,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Projected q [B, H, Tq, d], k/v [B, H, Tk, d], mask [B, 1, 1|Tq, Tk] or None
+        -> (context [B, Tq, D] after the output projection, weights [B, H, Tq, Tk] or None)."""
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_size)  # [B, H, Tq, Tk]
+            keep = mask
+            if is_causal:
+                causal = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+                keep = causal if keep is None else keep & causal
+            weights = scores.softmax(dim=-1) if keep is None else masked_softmax(scores, keep)
+            context = torch.matmul(F.dropout(weights, dropout, self.training), v)  # [B, H, Tq, d]
+        else:
+            weights = None
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+            if mask is not None:  # rows without any real key: zeros whatever the kernel did
+                context = context.masked_fill(mask.any(dim=-1, keepdim=True).logical_not(), 0.0)
+        batch, _, length, _ = context.shape
+        context = context.transpose(1, 2).reshape(batch, length, self.heads * self.head_size)  # [B, Tq, D]
+        return self.out_proj(context), weights
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """query [B, Tq, D], keys/values [B, Tk, D], mask [B, 1|Tq, Tk] bool or None
+        -> (context [B, Tq, D], weights [B, H, Tq, Tk] or None)."""
+        k, v = self.project_kv(keys, values)
+        return self.attend(self.project_query(query), k, v, None if mask is None else mask.unsqueeze(1), need_weights, is_causal)

@@ -1,0 +1,315 @@
+"""Greedy and beam search on the Seq2Seq protocol (encode / init_state / step / reorder_state).
+
+Shapes: B sentences, K beams, V target vocabulary, L attention layers, H heads, S source length,
+T output length. Every search works on whole batches on the model's device and only leaves it
+to check "is everything finished?" every few steps and to build the results.
+
+A returned `Hypothesis` holds the output *without* BOS and EOS in `tokens` (ready to detokenise);
+`finished` says whether the model ended it with EOS (otherwise it hit the maximum length), and
+`output_ids` puts the EOS back: these are the T ids the model was scored on, the same thing a
+Batch's `tgt_out` holds. `attention` has one row per output id and one column per real source
+token: [L, H, T, S_real].
+
+Maximum output length per sentence (EOS included): floor(max_len_a * source_length + max_len_b),
+source_length counting the real source tokens (EOS included), at least 1.
+PAD and BOS are never generated: they can't be meaningful outputs, so they are masked out of
+the choice (the scores of the chosen ids are the model's unchanged log-probabilities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from attnmt.models.seq2seq import Seq2Seq
+
+NEVER_GENERATED = (PAD_ID, BOS_ID)
+
+
+@dataclass
+class Hypothesis:
+    """One decoded output.
+
+    tokens:    output ids without BOS/EOS
+    score:     the ranking score: logprob / length_penalty(len(output_ids), alpha) (greedy: logprob)
+    logprob:   sum of the model's log-probabilities of output_ids
+    finished:  True when the model emitted EOS, False when cut at the maximum length
+    attention: [L, H, T, S] cross-attention, T = len(output_ids), S = real source tokens; None
+               when the search ran with need_attention=False
+    """
+
+    tokens: list[int]
+    score: float
+    logprob: float
+    finished: bool = True
+    attention: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def output_ids(self) -> list[int]:
+        """The ids the model produced, EOS included when it ended the output ([T])."""
+        return self.tokens + [EOS_ID] if self.finished else list(self.tokens)
+
+
+def length_penalty(length: int | torch.Tensor, alpha: float) -> float | torch.Tensor:
+    """GNMT length penalty ((5 + length) / 6) ** alpha; alpha = 0 gives 1 (no normalisation)."""
+    return ((5 + length) / 6) ** alpha
+
+
+def max_lengths(src_mask: torch.Tensor, max_len_a: float, max_len_b: float) -> torch.Tensor:
+    """src_mask [B, S] bool -> [B] long: most output ids (EOS included) allowed per sentence."""
+    src_lengths = src_mask.sum(dim=1).to(torch.float64)
+    return (max_len_a * src_lengths + max_len_b).floor().long().clamp(min=1)
+
+
+def _block_special(logprobs: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    """logprobs [..., V], blocked ids [n] -> copy with those ids at -inf so no search picks them."""
+    return logprobs.index_fill(-1, blocked, float("-inf"))
+
+
+@torch.inference_mode()
+def greedy(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: float = 10,
+    need_attention: bool = True,
+    check_every: int = 4,
+) -> list[Hypothesis]:
+    """Pick the most probable id at every step, for the whole batch at once.
+
+    src [B, S] long, src_mask [B, S] bool -> one Hypothesis per sentence (score = logprob).
+    A sentence that has finished keeps being fed EOS (its outputs are ignored) until all have;
+    `check_every` is how many steps run between host-side "all finished?" checks.
+    """
+    batch_size = src.size(0)
+    limits = max_lengths(src_mask, max_len_a, max_len_b)  # [B]
+    state = model.init_state(model.encode(src, src_mask), src_mask)
+
+    blocked = torch.tensor(NEVER_GENERATED, device=src.device)
+    previous = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
+    logprob = torch.zeros(batch_size, dtype=torch.float32, device=src.device)
+    lengths = torch.zeros(batch_size, dtype=torch.long, device=src.device)
+    ended_by_eos = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    stopped = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    outputs: list[torch.Tensor] = []  # per step [B]
+    attentions: list[torch.Tensor] = []  # per step [B, L, H, S]
+
+    for step in range(int(limits.max())):
+        step_logprobs, state, attention = model.step(previous, state)  # [B, V], [B, L, H, S]
+        chosen = _block_special(step_logprobs, blocked).argmax(dim=-1)  # [B]
+        active = ~stopped
+        logprob += torch.where(active, step_logprobs.gather(1, chosen[:, None]).squeeze(1), 0.0)
+        chosen = torch.where(active, chosen, EOS_ID)
+        lengths += active.long()
+        ended_by_eos |= active & chosen.eq(EOS_ID)
+        stopped = ended_by_eos | limits.le(step + 1)
+        outputs.append(chosen)
+        if need_attention:
+            attentions.append(attention)
+        previous = chosen
+        if (step + 1) % check_every == 0 and bool(stopped.all()):
+            break
+
+    ids = torch.stack(outputs, dim=1).cpu()  # [B, T]
+    stacked = torch.stack(attentions, dim=1).float().cpu() if need_attention else None  # [B, T, L, H, S]
+    real_src = src_mask.cpu()
+    hypotheses = []
+    for i in range(batch_size):
+        length, finished = int(lengths[i]), bool(ended_by_eos[i])
+        tokens = ids[i, : length - int(finished)].tolist()
+        attention = None
+        if stacked is not None:
+            attention = stacked[i, :length][..., real_src[i]].permute(1, 2, 0, 3).contiguous()  # [L, H, T, S]
+        value = float(logprob[i])
+        hypotheses.append(Hypothesis(tokens, value, value, finished, attention))
+    return hypotheses
+
+
+class _FinishedPool:
+    """The n best complete hypotheses per sentence so far, as device tensors [B, N].
+
+    A hypothesis is remembered by where its last id was chosen (step, parent beam, id); the rest
+    of it is recovered by following parent pointers through the search history at the end.
+    Empty slots have score -inf.
+    """
+
+    def __init__(self, batch_size: int, n_best: int, device: torch.device) -> None:
+        self.n_best = n_best
+        self.score = torch.full((batch_size, n_best), float("-inf"), device=device)
+        self.logprob = torch.zeros(batch_size, n_best, device=device)
+        self.step = torch.zeros(batch_size, n_best, dtype=torch.long, device=device)
+        self.parent = torch.zeros(batch_size, n_best, dtype=torch.long, device=device)
+        self.token = torch.zeros(batch_size, n_best, dtype=torch.long, device=device)
+        self.finished = torch.zeros(batch_size, n_best, dtype=torch.bool, device=device)
+
+    def add(
+        self,
+        score: torch.Tensor,
+        logprob: torch.Tensor,
+        step: int,
+        parent: torch.Tensor,
+        token: torch.Tensor,
+        finished: bool,
+    ) -> None:
+        """Offer candidates [B, C] (score -inf = not a candidate); keep the n best, sorted."""
+        names = ("score", "logprob", "step", "parent", "token", "finished")
+        step_ids = torch.full_like(token, step)
+        offered = (score, logprob, step_ids, parent, token, torch.full_like(token, finished, dtype=torch.bool))
+        merged = {name: torch.cat([getattr(self, name), new], dim=1) for name, new in zip(names, offered)}
+        best = merged["score"].topk(self.n_best, dim=1).indices  # [B, N], sorted best first
+        for name in names:
+            setattr(self, name, merged[name].gather(1, best))
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: float = 10,
+    n_best: int = 1,
+    need_attention: bool = True,
+    check_every: int = 4,
+) -> list[list[Hypothesis]]:
+    """Batched beam search: B sentences x K beams go through one model.step call per step.
+
+    src [B, S] long, src_mask [B, S] bool -> per sentence its n_best hypotheses, best first,
+    ranked by score = logprob / length_penalty(T, alpha).
+
+    Each step proposes the 2K best (beam, id) extensions of every sentence. Those ending in EOS
+    and ranked within the first K become complete hypotheses; the K best others stay open, so the
+    beam never shrinks. Every sentence stops on its own: when its n-th best complete hypothesis
+    scores at least as well as its best open beam at the open beam's current length (exact for
+    alpha = 0, since log-probabilities only fall; the usual approximation otherwise), or at its
+    maximum length, where the open beams compete as unfinished hypotheses. beam_size = 1 gives
+    exactly `greedy`'s outputs and log-probabilities.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
+    batch_size, beams, device = src.size(0), beam_size, src.device
+    limits = max_lengths(src_mask, max_len_a, max_len_b)  # [B]
+    state = model.init_state(model.encode(src, src_mask), src_mask)
+    state = model.reorder_state(state, torch.arange(batch_size, device=device).repeat_interleave(beams))
+
+    # Only beam 0 is alive at the start, so the first step does not propose K copies of one id.
+    beam_logprob = torch.full((batch_size, beams), float("-inf"), device=device)
+    beam_logprob[:, 0] = 0.0
+    previous = torch.full((batch_size * beams,), BOS_ID, dtype=torch.long, device=device)
+    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    pool = _FinishedPool(batch_size, n_best, device)
+    rank = torch.arange(2 * beams, device=device)
+    blocked = torch.tensor(NEVER_GENERATED, device=device)
+    beam_offsets = torch.arange(batch_size, device=device)[:, None] * beams  # [B, 1]
+    chosen_tokens, chosen_parents, attentions = [], [], []  # per step [B, K], [B, K], [B, K, L, H, S]
+
+    for step in range(int(limits.max())):
+        step_logprobs, state, attention = model.step(previous, state)  # [B*K, V], [B*K, L, H, S]
+        vocab = step_logprobs.size(-1)
+        extended = beam_logprob[:, :, None] + _block_special(step_logprobs, blocked).view(batch_size, beams, vocab)
+        cand_logprob, cand_index = extended.view(batch_size, beams * vocab).topk(2 * beams, dim=1)  # [B, 2K]
+        cand_parent, cand_token = cand_index // vocab, cand_index % vocab
+        penalty = length_penalty(step + 1, alpha)
+        alive = ~done[:, None]
+
+        is_eos = cand_token.eq(EOS_ID)
+        completes = is_eos & rank.lt(beams) & alive & cand_logprob.isfinite()
+        pool.add(torch.where(completes, cand_logprob / penalty, float("-inf")), cand_logprob, step, cand_parent, cand_token, True)
+
+        # The K best non-EOS candidates, still in score order: sort by (is EOS, rank).
+        keep = (is_eos.long() * 2 * beams + rank).argsort(dim=1)[:, :beams]  # [B, K]
+        open_logprob = cand_logprob.gather(1, keep)
+        open_token, open_parent = cand_token.gather(1, keep), cand_parent.gather(1, keep)
+
+        at_limit = limits.eq(step + 1)[:, None] & alive  # [B, 1]
+        cut = at_limit & open_logprob.isfinite()
+        pool.add(torch.where(cut, open_logprob / penalty, float("-inf")), open_logprob, step, open_parent, open_token, False)
+
+        can_improve = (open_logprob[:, 0] / penalty) > pool.score[:, -1]  # -inf pool slot: any open beam can
+        done = done | at_limit.squeeze(1) | ~can_improve
+        beam_logprob = open_logprob.masked_fill(done[:, None], float("-inf"))
+
+        chosen_tokens.append(open_token)
+        chosen_parents.append(open_parent)
+        if need_attention:
+            attentions.append(attention.view(batch_size, beams, *attention.shape[1:]))
+        state = model.reorder_state(state, (open_parent + beam_offsets).view(-1))
+        previous = open_token.view(-1)
+        if (step + 1) % check_every == 0 and bool(done.all()):
+            break
+
+    return _collect(pool, chosen_tokens, chosen_parents, attentions if need_attention else None, src_mask)
+
+
+def _collect(
+    pool: _FinishedPool,
+    chosen_tokens: list[torch.Tensor],
+    chosen_parents: list[torch.Tensor],
+    attentions: list[torch.Tensor] | None,
+    src_mask: torch.Tensor,
+) -> list[list[Hypothesis]]:
+    """Follow parent pointers back from every pooled hypothesis to rebuild its ids and attention."""
+    batch_size = pool.score.size(0)
+    valid = pool.score.isfinite().cpu()  # [B, N]
+    sentence = torch.arange(batch_size)[:, None].expand_as(valid)[valid]  # [M]
+    last_step = pool.step.cpu()[valid]
+    beam = pool.parent.cpu()[valid]
+    rows = torch.arange(len(sentence))
+    out_len = int(last_step.max()) + 1 if len(rows) else 0
+
+    tokens = torch.stack(chosen_tokens).cpu()  # [steps, B, K]
+    parents = torch.stack(chosen_parents).cpu()  # [steps, B, K]
+    history = torch.stack(attentions).float().cpu() if attentions else None  # [steps, B, K, L, H, S]
+    ids = torch.full((len(rows), out_len), PAD_ID, dtype=torch.long)
+    ids[rows, last_step] = pool.token.cpu()[valid]
+    weights = None
+    if history is not None:
+        weights = history.new_zeros(len(rows), out_len, *history.shape[3:])  # [M, T, L, H, S]
+        weights[rows, last_step] = history[last_step, sentence, beam]
+    for step in range(out_len - 2, -1, -1):
+        inside = last_step.gt(step)  # hypotheses long enough to have an id at this step
+        ids[:, step] = torch.where(inside, tokens[step, sentence, beam], ids[:, step])
+        parent = parents[step, sentence, beam]
+        if weights is not None:
+            weights[inside, step] = history[step, sentence, parent][inside]
+        beam = torch.where(inside, parent, beam)
+
+    scores, logprobs, finished = pool.score.cpu()[valid], pool.logprob.cpu()[valid], pool.finished.cpu()[valid]
+    real_src = src_mask.cpu()
+    results: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    for m in range(len(rows)):
+        i, length, ended = int(sentence[m]), int(last_step[m]) + 1, bool(finished[m])
+        attention = None
+        if weights is not None:
+            attention = weights[m, :length][..., real_src[i]].permute(1, 2, 0, 3).contiguous()  # [L, H, T, S]
+        results[i].append(
+            Hypothesis(ids[m, : length - int(ended)].tolist(), float(scores[m]), float(logprobs[m]), ended, attention)
+        )
+    return results  # pool order is best first
+
+
+def decode_batch(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: float = 10,
+    n_best: int = 1,
+    need_attention: bool = True,
+) -> list[list[Hypothesis]]:
+    """Decode src [B, S] with greedy search (beam_size=1, n_best=1) or beam search.
+
+    -> per sentence a list of n_best hypotheses, best first. With beam_size=1, `alpha` is
+    ignored and score = logprob (the two searches give the same outputs then).
+    """
+    if beam_size == 1 and n_best == 1:
+        found = greedy(model, src, src_mask, max_len_a, max_len_b, need_attention=need_attention)
+        return [[hypothesis] for hypothesis in found]
+    return beam_search(model, src, src_mask, beam_size, alpha, max_len_a, max_len_b, n_best, need_attention)

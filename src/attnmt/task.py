@@ -1,0 +1,220 @@
+"""The LightningModule: loss, optimisation, validation BLEU and attention probes.
+
+It only talks to the model through the Seq2Seq protocol (models/seq2seq.py), so every
+attention family trains, validates and logs maps the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from attnmt import checkpoint as ckpt_io
+from attnmt.data.batch import Batch
+from attnmt.data.vocab import EOS_ID, EOS_PIECE, PAD_ID, padding_mask
+from attnmt.errors import UserError
+from attnmt.metrics import corpus_scores
+from attnmt.search import greedy
+
+log = logging.getLogger("attnmt.task")
+
+
+class TranslationTask(L.LightningModule):
+    """Trains any Seq2Seq model with label-smoothed cross-entropy.
+
+    model:        the model's config (a dict with `_target_`), built here so checkpoints rebuild it
+    optim:        {"optimizer": partial config, "scheduler": partial config} (configs/optim/)
+    val_decode:   greedy settings for validation ({"max_len_a", "max_len_b"})
+    probes:       source sentences whose cross-attention maps are logged at every validation
+    vocab:        {"fingerprint", ...} of the tokenizer the model was built for (checked on load)
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        shared_vocab: bool,
+        optim: dict,
+        label_smoothing: float = 0.1,
+        val_decode: dict | None = None,
+        probes: list[str] | None = None,
+        max_nonfinite_steps: int = 20,
+        vocab: dict | None = None,
+        variant: str = "model",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = instantiate(model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, shared_vocab=shared_vocab)
+        self.label_smoothing = label_smoothing
+        self.val_decode = dict(val_decode or {"max_len_a": 1.5, "max_len_b": 10})
+        self.probes = list(probes or [])
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self._val_outputs: list[tuple[int, str]] = []
+        self._val_loss = torch.zeros(2)  # [sum of token losses, number of tokens]
+
+    # ----------------------------------------------------------------------------- training
+    def loss(self, batch: Batch, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (mean loss per real target token, number of real target tokens). Padding never counts."""
+        logits, _ = self.model(batch.src, batch.src_mask, batch.tgt_in)  # [B, T, V]
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID, label_smoothing=smoothing
+        )
+        return loss, batch.tgt_mask.sum()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        loss, _ = self.loss(batch, self.label_smoothing)
+        if self.max_nonfinite_steps > 0 and not torch.isfinite(loss):
+            return self._skip_nonfinite(loss)
+        self.nonfinite_in_a_row = 0
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def _skip_nonfinite(self, loss: torch.Tensor) -> None:
+        """Returning None makes Lightning skip backward and the optimizer step: weights stay as they were."""
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True, on_epoch=False)
+        log.warning("non-finite loss (%s) at step %d: update skipped (%d in a row)", loss.item(), self.global_step, self.nonfinite_in_a_row)
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            self.trainer.should_stop = True
+            log.error(
+                "stopping: %d non-finite losses in a row (task.max_nonfinite_steps). Lower the learning rate "
+                "(optim.optimizer.lr) or check the data; the last checkpoint holds the last finite weights.",
+                self.nonfinite_in_a_row,
+            )
+        return None
+
+    def configure_optimizers(self) -> dict:
+        optim = self.hparams.optim
+        optimizer_factory = instantiate(optim["optimizer"])
+        kwargs = {}
+        if self.device.type == "cuda" and "fused" not in optim["optimizer"]:
+            kwargs["fused"] = True  # one kernel for the whole update
+        optimizer = optimizer_factory(self.parameters(), **kwargs)
+        scheduler = instantiate(optim["scheduler"])(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+
+    # ---------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+        self._val_loss = torch.zeros(2, device=self.device)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, tokens = self.loss(batch, smoothing=0.0)
+        self._val_loss += torch.stack([loss * tokens, tokens.to(loss.dtype)])
+        hyps = greedy(self.model, batch.src, batch.src_mask, need_attention=False, **self.val_decode)
+        texts = self.tokenizer.decode_tgt([h.tokens for h in hyps])
+        self._val_outputs.extend(zip(batch.index.tolist(), texts))
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self.trainer.strategy.reduce(self._val_loss, reduce_op="sum")
+        val_loss = (totals[0] / totals[1].clamp(min=1)).item()
+        outputs = self._gather(self._val_outputs)
+        dm = self.trainer.datamodule
+        references = dm.references(dm.corpus.val_split)
+        hypotheses = [""] * len(references)
+        for index, text in outputs:
+            hypotheses[index] = text
+        scores = corpus_scores(hypotheses, references, metrics=("bleu", "chrf"))
+        # every rank logs the same corpus-level numbers, so checkpointing and early stopping agree
+        self.log_dict(
+            {
+                "val/loss": val_loss,
+                "val/ppl": math.exp(min(val_loss, 50.0)),
+                "val/bleu": scores["bleu"]["score"],
+                "val/chrf": scores["chrf"]["score"],
+                "val/decoded": float(len(outputs)),
+            },
+            prog_bar=False,
+            sync_dist=False,
+        )
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._log_probes()
+
+    def _gather(self, items: list) -> list:
+        """All ranks' validation outputs on every rank (val BLEU is corpus-level, never averaged)."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return list(items)
+        gathered: list[list] = [None] * self.trainer.world_size  # type: ignore[list-item]
+        torch.distributed.all_gather_object(gathered, items)
+        return [item for part in gathered for item in part]
+
+    def _log_probes(self) -> None:
+        from attnmt.viz import log_attention_maps
+
+        writer = self._tensorboard()
+        if writer is None or not self.probes:
+            return
+        tokenizer = self.tokenizer
+        batch_src, src_mask = _pad_sources(tokenizer.encode_src(self.probes), self.device)
+        hyps = greedy(self.model, batch_src, src_mask, **self.val_decode)
+        for i, (sentence, hyp) in enumerate(zip(self.probes, hyps)):
+            src_tokens = tokenizer.src_pieces(sentence) + [EOS_PIECE]  # the model sees EOS too
+            tgt_tokens = tokenizer.tgt_pieces_from_ids(hyp.output_ids)
+            # hyp.attention: [L, H, T, S] over real tokens: T = len(output_ids), S = len(src_tokens)
+            log_attention_maps(writer, f"probe_{i}", hyp.attention, src_tokens, tgt_tokens, step=self.global_step)
+
+    def _tensorboard(self):
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                return experiment
+        return None
+
+    # ---------------------------------------------------------------------------- plumbing
+    @property
+    def tokenizer(self):
+        return self.trainer.datamodule.tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            ckpt_io.store_tokenizer(checkpoint, datamodule.tokenizer)
+        checkpoint["attnmt_nonfinite"] = {"total": self.nonfinite_total}
+        checkpoint["attnmt_rng"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_total = checkpoint.get("attnmt_nonfinite", {}).get("total", 0)
+        if "attnmt_rng" in checkpoint and self._trainer is not None:
+            _set_rng_states(checkpoint["attnmt_rng"])  # dropout continues as if never interrupted
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            ckpt_io.check_tokenizer(checkpoint, datamodule.tokenizer, source="the checkpoint being resumed")
+
+
+def _pad_sources(sequences: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source id lists (no EOS) -> (src [B, S] with EOS appended and PAD after, mask [B, S])."""
+    if not sequences:
+        raise UserError("nothing to translate: the input has no sentences")
+    longest = max(len(s) for s in sequences) + 1
+    src = torch.full((len(sequences), longest), PAD_ID, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        src[row, : len(ids) + 1] = torch.tensor(list(ids) + [EOS_ID], dtype=torch.long)
+    src = src.to(device)
+    return src, padding_mask(src)
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,199 @@
+"""Cross-attention heatmaps: figures, sentencepiece-to-word merging, PNG and TensorBoard output.
+
+Source tokens run along the x-axis, target tokens down the y-axis; colours span [0, 1].
+Only matplotlib's object-oriented API with the Agg canvas is used (no pyplot, no display), so
+this works on headless machines and inside training loops without leaking figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from attnmt.data.vocab import BOS_PIECE, EOS_PIECE, PAD_PIECE
+
+WORD_START = "\u2581"  # sentencepiece's "▁": the piece begins a new word
+STANDALONE_PIECES = (BOS_PIECE, EOS_PIECE, PAD_PIECE)
+CELL_INCHES = 0.26  # one token cell: ~19 pt, room for 8 pt labels even at 50 x 50 tokens
+LABEL_POINTS = 8
+DPI = 100
+
+
+def _as_numpy(weights: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(weights, torch.Tensor):
+        return weights.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(weights, dtype=np.float32)
+
+
+def _check_tokens(weights: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str]) -> None:
+    target_len, source_len = weights.shape[-2:]
+    if (target_len, source_len) != (len(tgt_tokens), len(src_tokens)):
+        raise ValueError(
+            f"attention is [.., {target_len}, {source_len}] but there are {len(tgt_tokens)} target "
+            f"and {len(src_tokens)} source tokens"
+        )
+
+
+def _draw_map(ax: Any, weights: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str], title: str | None) -> Any:
+    """Draw one [T, S] map on ax; returns the image (for the colour bar)."""
+    image = ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis", aspect="equal", interpolation="nearest")
+    ax.set_xticks(range(len(src_tokens)), labels=list(src_tokens), rotation=90, fontsize=LABEL_POINTS)
+    ax.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens), fontsize=LABEL_POINTS)
+    ax.tick_params(length=0)
+    ax.set_xlabel("source", fontsize=LABEL_POINTS + 1)
+    ax.set_ylabel("target", fontsize=LABEL_POINTS + 1)
+    if title:
+        ax.set_title(title, fontsize=LABEL_POINTS + 2)
+    return image
+
+
+def attention_figure(
+    weights: torch.Tensor | np.ndarray,
+    src_tokens: Sequence[str],
+    tgt_tokens: Sequence[str],
+    title: str | None = None,
+) -> Figure:
+    """A heatmap of weights [T, S], or a grid with one heatmap per head for [H, T, S].
+
+    The figure grows with the number of tokens (a fixed cell size), so labels keep a readable
+    size whatever the sentence length; every panel shares one colour bar over [0, 1].
+    """
+    values = _as_numpy(weights)
+    if values.ndim == 2:
+        values = values[None]  # [1, T, S]
+    if values.ndim != 3:
+        raise ValueError(f"attention_figure wants [T, S] or [H, T, S], got shape {values.shape}")
+    _check_tokens(values, src_tokens, tgt_tokens)
+    heads, target_len, source_len = values.shape
+    columns = math.ceil(math.sqrt(heads))
+    grid_rows = math.ceil(heads / columns)
+    longest_label = max((len(token) for token in (*src_tokens, *tgt_tokens)), default=1)
+    label_inches = 0.6 + 0.07 * min(longest_label, 20)  # room for tick labels and axis titles
+    panel_w = source_len * CELL_INCHES + label_inches
+    panel_h = target_len * CELL_INCHES + label_inches + 0.4
+    figure = Figure(figsize=(columns * panel_w + 1.2, grid_rows * panel_h + 0.3), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(grid_rows, columns, squeeze=False)
+    image = None
+    for head, ax in enumerate(axes.flat):
+        if head >= heads:
+            ax.set_axis_off()
+            continue
+        panel_title = title if heads == 1 else f"head {head}"
+        image = _draw_map(ax, values[head], src_tokens, tgt_tokens, panel_title)
+    if heads > 1 and title:
+        figure.suptitle(title, fontsize=LABEL_POINTS + 3)
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    return figure
+
+
+def _word_groups(pieces: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Sentencepiece pieces -> (word index of every piece, the words without "▁")."""
+    groups: list[int] = []
+    words: list[str] = []
+    for i, piece in enumerate(pieces):
+        standalone = piece in STANDALONE_PIECES
+        continues = i > 0 and not piece.startswith(WORD_START) and not standalone and pieces[i - 1] not in STANDALONE_PIECES
+        if continues:
+            words[-1] += piece
+        else:
+            words.append(piece.removeprefix(WORD_START) if not standalone else piece)
+        groups.append(len(words) - 1)
+    return groups, words
+
+
+def _membership(groups: list[int], n_words: int) -> np.ndarray:
+    """[pieces] word index -> [pieces, words] 0/1 matrix."""
+    matrix = np.zeros((len(groups), n_words), dtype=np.float32)
+    matrix[np.arange(len(groups)), groups] = 1.0
+    return matrix
+
+
+def merge_subwords(
+    weights: torch.Tensor | np.ndarray, src_pieces: Sequence[str], tgt_pieces: Sequence[str]
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Turn piece-level attention [..., T, S] into word-level attention [..., T_words, S_words].
+
+    A word is a piece starting with "▁" (or the first piece, or <s> / </s> / <pad>, which stand
+    alone) plus the pieces that follow it without "▁". Source columns of one word are summed (the
+    weight the word received), target rows of one word averaged (so each row still sums to 1).
+    -> (word-level weights as numpy float32, source words, target words)
+    """
+    values = _as_numpy(weights)
+    _check_tokens(values, src_pieces, tgt_pieces)
+    src_groups, src_words = _word_groups(src_pieces)
+    tgt_groups, tgt_words = _word_groups(tgt_pieces)
+    sum_columns = _membership(src_groups, len(src_words))  # [S, S_words]
+    tgt_members = _membership(tgt_groups, len(tgt_words))  # [T, T_words]
+    mean_rows = (tgt_members / tgt_members.sum(axis=0, keepdims=True)).T  # [T_words, T]
+    merged = mean_rows @ values @ sum_columns  # [..., T_words, S_words]
+    return merged.astype(np.float32), src_words, tgt_words
+
+
+def figure_to_png(figure: Figure, path: str | Path) -> Path:
+    """Write the figure as a PNG of exactly figsize x dpi pixels; creates missing folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=figure.dpi)
+    return path
+
+
+def figure_to_array(figure: Figure) -> np.ndarray:
+    """Render the figure -> [H, W, 3] uint8 RGB (for SummaryWriter.add_image(..., dataformats="HWC"))."""
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def log_attention_maps(
+    writer: Any,
+    tag_prefix: str,
+    weights: torch.Tensor | np.ndarray,
+    src_tokens: Sequence[str],
+    tgt_tokens: Sequence[str],
+    step: int,
+    png_dir: str | Path | None = None,
+    head_grid_layer: int = -1,
+    merge: bool = False,
+) -> list[str]:
+    """Log one sentence's cross-attention weights [L, H, T, S] as images.
+
+    writer: a torch.utils.tensorboard SummaryWriter (Lightning: logger.experiment).
+    Writes per layer the head-averaged map under "attention/<tag_prefix>/layer_<l>" and, when
+    there are several heads, every head of layer `head_grid_layer` (negative counts from the
+    end) under "attention/<tag_prefix>/heads_layer_<l>". With png_dir the same figures go to
+    <png_dir>/<tag_prefix>_layer_<l>.png and ..._heads_layer_<l>.png. merge=True shows words
+    instead of sentencepiece pieces (see merge_subwords).
+    -> the tags written, followed by the PNG paths written.
+    """
+    values = _as_numpy(weights)
+    if values.ndim != 4:
+        raise ValueError(f"log_attention_maps wants [L, H, T, S], got shape {values.shape}")
+    if merge:
+        values, src_tokens, tgt_tokens = merge_subwords(values, src_tokens, tgt_tokens)
+    layers, heads = values.shape[:2]
+    grid_layer = head_grid_layer % layers
+    figures: list[tuple[str, Figure]] = []
+    for layer in range(layers):
+        name = f"layer_{layer}"
+        title = f"{tag_prefix} {name}" + (" (mean of heads)" if heads > 1 else "")
+        figures.append((name, attention_figure(values[layer].mean(axis=0), src_tokens, tgt_tokens, title)))
+    if heads > 1:
+        name = f"heads_layer_{grid_layer}"
+        figures.append((name, attention_figure(values[grid_layer], src_tokens, tgt_tokens, f"{tag_prefix} {name}")))
+
+    tags, paths = [], []
+    for name, figure in figures:
+        tag = f"attention/{tag_prefix}/{name}"
+        writer.add_image(tag, figure_to_array(figure), global_step=step, dataformats="HWC")
+        tags.append(tag)
+        if png_dir is not None:
+            paths.append(str(figure_to_png(figure, Path(png_dir) / f"{tag_prefix.replace('/', '_')}_{name}.png")))
+    return tags + paths

@@ -1,0 +1,157 @@
+"""Token-bucket sampler, collate and the memory-mapped token-id dataset."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnmt.data.batch import Batch
+from attnmt.data.batching import TokenBucketSampler, TokenPairDataset, collate, write_token_cache
+from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
+
+MAX_TOKENS = 300
+
+
+@pytest.fixture(scope="module")
+def lengths() -> tuple[np.ndarray, np.ndarray]:
+    """1000 made-up (src, tgt) lengths, specials included, with a spread like real text."""
+    rng = np.random.default_rng(7)
+    src = rng.integers(2, 40, size=1000)
+    tgt = np.clip(src + rng.integers(-5, 6, size=1000), 2, None)
+    return src, tgt
+
+
+def padded_cost(batch: list[int], src: np.ndarray, tgt: np.ndarray) -> int:
+    return len(batch) * int(max(src[batch].max(), tgt[batch].max()))
+
+
+def test_every_sentence_once_and_within_budget(lengths) -> None:
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=3)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        flat = [i for batch in batches for i in batch]
+        assert sorted(flat) == list(range(len(src)))
+        assert all(padded_cost(batch, src, tgt) <= MAX_TOKENS for batch in batches)
+        assert len(sampler) == len(batches)
+
+
+def test_similar_lengths_share_a_batch(lengths) -> None:
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=3)
+    random_batches = np.array_split(np.random.default_rng(0).permutation(len(src)), len(sampler))
+    random_padding = 1 - sum(int(src[b].sum() + tgt[b].sum()) for b in random_batches) / sum(
+        len(b) * int(src[b].max() + tgt[b].max()) for b in random_batches)
+    assert sampler.padding_ratio() < 0.1 < random_padding
+
+
+def test_same_seed_and_epoch_same_batches(lengths) -> None:
+    src, tgt = lengths
+    a = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=11)
+    b = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=11)
+    a.set_epoch(4)
+    b.set_epoch(4)
+    assert list(a) == list(b)
+    count = len(a)
+    b.set_epoch(5)
+    assert list(a) != list(b)
+    assert len(b) == count  # only the composition changes between epochs, not the count
+    other_seed = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=12)
+    other_seed.set_epoch(4)
+    assert list(other_seed) != list(a)
+
+
+def test_training_shards_are_disjoint_and_even(lengths) -> None:
+    src, tgt = lengths
+    ranks = [TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=1, num_replicas=2, rank=r) for r in (0, 1)]
+    single = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=1)
+    for epoch in (0, 3):
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+        batches = [list(sampler) for sampler in ranks]
+        assert len(batches[0]) == len(batches[1]) == len(ranks[0]) == len(ranks[1]) == len(single) // 2
+        seen = [set(i for batch in rank_batches for i in batch) for rank_batches in batches]
+        assert not seen[0] & seen[1]
+        dropped = len(src) - len(seen[0]) - len(seen[1])
+        assert (dropped > 0) == (len(single) % 2 == 1)  # only the odd remainder batch is dropped
+
+
+def test_eval_shards_cover_everything_once(lengths) -> None:
+    src, tgt = lengths
+    ranks = [TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=False, num_replicas=2, rank=r) for r in (0, 1)]
+    flat = [i for sampler in ranks for batch in sampler for i in batch]
+    assert sorted(flat) == list(range(len(src)))
+    widths = [int(np.maximum(src, tgt)[batch].max()) for batch in ranks[0]]
+    assert widths == sorted(widths, reverse=True)  # longest first
+    assert all(padded_cost(batch, src, tgt) <= MAX_TOKENS for sampler in ranks for batch in sampler)
+
+
+def test_overlong_sentence_gets_its_own_batch() -> None:
+    src = np.array([5, 500, 6, 7])
+    tgt = np.array([5, 20, 6, 7])
+    batches = list(TokenBucketSampler(src, tgt, max_tokens=64, shuffle=False))
+    assert [1] in batches and sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+
+
+def test_padding_ratio_counts_both_sides() -> None:
+    # one batch: src padded to 4 and tgt to 3 for 2 pairs = 14 cells, 2+4+3+3 = 12 real
+    sampler = TokenBucketSampler([2, 4], [3, 3], max_tokens=100, shuffle=False)
+    assert len(sampler) == 1
+    assert sampler.padding_ratio() == pytest.approx(2 / 14)
+
+
+def test_sampler_epoch_reaches_lightning_hook(lengths) -> None:
+    # Lightning calls set_epoch on dataloader.batch_sampler.sampler, not on the batch sampler
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, MAX_TOKENS, seed=0)
+    loader = torch.utils.data.DataLoader(list(range(len(src))), batch_sampler=sampler)
+    loader.batch_sampler.sampler.set_epoch(6)
+    assert sampler.epoch == 6
+
+
+def test_padding_below_ten_percent_on_multi30k(multi30k_datamodule) -> None:
+    sampler = multi30k_datamodule.sampler("train", shuffle=True)
+    assert sampler.max_tokens == 4096
+    assert 0.0 < sampler.padding_ratio() < 0.10
+
+
+def test_collate_builds_shifted_targets() -> None:
+    items = [(7, np.array([10, 11, 12]), np.array([20])), (3, np.array([13]), np.array([21, 22, 23]))]
+    batch = collate(items)
+    assert isinstance(batch, Batch)
+    assert batch.src.tolist() == [[10, 11, 12, EOS_ID], [13, EOS_ID, PAD_ID, PAD_ID]]
+    assert batch.tgt_in.tolist() == [[BOS_ID, 20, PAD_ID, PAD_ID], [BOS_ID, 21, 22, 23]]
+    assert batch.tgt_out.tolist() == [[20, EOS_ID, PAD_ID, PAD_ID], [21, 22, 23, EOS_ID]]
+    assert batch.src_mask.tolist() == [[True] * 4, [True, True, False, False]]
+    assert batch.tgt_mask.tolist() == [[True, True, False, False], [True] * 4]
+    assert batch.index.tolist() == [7, 3]
+    assert batch.src.dtype == batch.tgt_in.dtype == torch.long and batch.src_mask.dtype == torch.bool
+
+
+def test_token_cache_round_trip(tmp_path: Path) -> None:
+    src = [[5, 6, 7], [8], [9, 10]]
+    tgt = [[11], [12, 13], [14, 15, 16, 17]]
+    assert write_token_cache(tmp_path / "ids", src, tgt, positions=[0, 2, 5], vocab_size=300)
+    dataset = TokenPairDataset(tmp_path / "ids")
+    assert len(dataset) == 3 and dataset.positions.tolist() == [0, 2, 5]
+    assert dataset.src_lengths.tolist() == [3, 1, 2] and dataset.tgt_lengths.tolist() == [1, 2, 4]
+    index, s, t = dataset[2]
+    assert (index, s.tolist(), t.tolist()) == (2, [9, 10], [14, 15, 16, 17])
+    tokens = np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r")
+    assert tokens.dtype == np.int16 and isinstance(dataset._arrays()[0], np.memmap)
+    # workers get the dataset pickled: the memmaps must not travel with it
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone._tokens is None and clone[1][2].tolist() == [12, 13]
+    assert not write_token_cache(tmp_path / "ids", src, tgt, positions=[0, 1, 2], vocab_size=300)  # kept as is
+    assert TokenPairDataset(tmp_path / "ids").positions.tolist() == [0, 2, 5]
+
+
+def test_large_vocabulary_uses_int32(tmp_path: Path) -> None:
+    write_token_cache(tmp_path / "ids", [[40000, 1]], [[2]], positions=[0], vocab_size=50000)
+    assert TokenPairDataset(tmp_path / "ids")[0][1].tolist() == [40000, 1]
+    assert np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r").dtype == np.int32
