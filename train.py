@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from attnmt.config import register_resolvers
-from attnmt.errors import UserError
+from attnmt.errors import find_user_error
 
 register_resolvers()
 
@@ -17,8 +17,11 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = train(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise  # a bug: keep the traceback
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("best/val_bleu")  # the value a Hydra sweeper would optimise
 

@@ -21,3 +21,14 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is unreadable or does not match the vocabulary it is used with."""
+
+
+def find_user_error(error: BaseException) -> UserError | None:
+    """The UserError behind `error`, if any: Hydra's instantiate wraps what constructors raise."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
