@@ -1,8 +1,11 @@
 """Train a translation model: python train.py model=transformer (see configs/ and README.md)."""
 
+import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from attnmt.config import register_resolvers
@@ -22,6 +25,9 @@ def main(cfg: DictConfig) -> float | None:
         if user_error is None:
             raise  # a bug: keep the traceback
         print(f"error: {user_error}", file=sys.stderr)
+        logging.getLogger("attnmt.train").error("error: %s", user_error)  # into the run folder's log too
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return None  # a sweep goes on with its other jobs; scripts/compare.py lists this one as failed
         sys.exit(2)
     return metrics.get("best/val_bleu")  # the value a Hydra sweeper would optimise
 

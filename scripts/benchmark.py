@@ -79,25 +79,29 @@ def main(argv: list[str] | None = None) -> int:
         decode_sentences=args.decode_sentences, beam_size=args.beam_size, checkpoints=checkpoints,
         overrides=tuple(args.overrides),
     )
-    # Lightning's start-up chatter would bury the table
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
+    def save(report: dict) -> None:  # after every family: a run cut short keeps what it measured
+        if args.output is not None:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(report, indent=2) + "\n")
+
     try:
-        report = run(settings)
+        report = run(settings, progress=save)
     except Exception as error:
         cause = user_error(error)
         if cause is None:
             raise  # a bug: keep the traceback
         print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)
         return 2
+    save(report)
     print(format_table(report))
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.output}")
     return 0
 
 
 if __name__ == "__main__":
+    # Lightning's start-up chatter would bury the table
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
     sys.exit(main())

@@ -20,14 +20,6 @@ B, TQ, TK, D = 3, 4, 6, 8
 LENGTHS = torch.tensor([6, 2, 4])
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def key_mask(lengths: torch.Tensor = LENGTHS, tk: int = TK) -> torch.Tensor:
     """[B, 1, Tk] True on the first `length` keys."""
     return (torch.arange(tk)[None, :] < lengths[:, None]).unsqueeze(1)

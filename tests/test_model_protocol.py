@@ -63,15 +63,6 @@ def make_batch(lengths_src: list[int], lengths_tgt: list[int], seed: int = 1) ->
     return src, padding_mask(src), tgt_in, tgt_out
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core box extra threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=list(VARIANTS))
 def variant(request: pytest.FixtureRequest) -> str:
     return request.param

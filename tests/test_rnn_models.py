@@ -19,14 +19,6 @@ VOCAB = 19
 TINY = dict(embedding_size=16, encoder_hidden_size=8, hidden_size=16, attention_size=12, readout_size=16, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> RNNSeq2Seq:
     torch.manual_seed(0)
     settings = {**TINY, "attention": "luong", "score": "general", "input_feeding": True, **overrides}

@@ -18,14 +18,6 @@ VOCAB = 21
 TINY = dict(encoder_layers=2, decoder_layers=2, d_model=16, heads=4, ff_size=24, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(src_vocab: int = VOCAB, tgt_vocab: int = VOCAB, shared: bool = True, **overrides) -> TransformerSeq2Seq:
     torch.manual_seed(0)
     return TransformerSeq2Seq(src_vocab, tgt_vocab, shared, **{**TINY, **overrides})

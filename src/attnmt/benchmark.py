@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
@@ -373,22 +373,27 @@ def machine() -> dict:
     return info
 
 
-def run(settings: Settings) -> dict:
-    """Measure everything `settings` asks for -> {"machine", "settings", "runs": [records]}."""
+def run(settings: Settings, progress: Callable[[dict], None] | None = None) -> dict:
+    """Measure everything `settings` asks for -> {"machine", "settings", "runs": [records]}.
+
+    `progress(report so far)` is called after each family, so a run cut short still leaves results.
+    """
     settings.check()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    records = []
+    report = {"machine": machine(), "settings": asdict(settings), "runs": []}
     with tempfile.TemporaryDirectory(prefix="attnmt-bench-") as output_dir:
         for device_name in dict.fromkeys(settings.devices):
             device = resolve_device(device_name)
-            if device is None:
-                records += [{"family": f, "device": device_name, "kind": "skipped", "mode": "-", "reason": "no CUDA device"}
-                            for f in settings.families]
-                continue
             for family in settings.families:
-                records += [add_reference_ratios(r) for r in benchmark_family(family, settings, device, Path(output_dir))]
-    return {"machine": machine(), "settings": asdict(settings), "runs": records}
+                if device is None:
+                    report["runs"].append({"family": family, "device": device_name, "kind": "skipped", "mode": "-",
+                                           "reason": "no CUDA device"})
+                    continue
+                report["runs"] += [add_reference_ratios(r) for r in benchmark_family(family, settings, device, Path(output_dir))]
+                if progress is not None:
+                    progress(report)
+    return report
 
 
 def format_table(report: dict) -> str:

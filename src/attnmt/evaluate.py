@@ -72,9 +72,10 @@ def run_corpus(run_dir: Path | None):
 
     config = run_dir / ".hydra" / "config.yaml" if run_dir is not None else None
     if config is None or not config.is_file():
+        where = f"{config} not found" if config else "the checkpoint is not inside a run's checkpoints/ folder"
         raise ConfigError(
-            f"no data config for this checkpoint ({config or 'it is not inside <run>/checkpoints/'} not found), so "
-            "its splits are unknown: evaluate a file pair with --src FILE --ref FILE"
+            f"no data config for this checkpoint ({where}), so its splits are unknown: "
+            "evaluate a file pair with --src FILE --ref FILE"
         )
     try:
         corpus_cfg = OmegaConf.load(config).data.corpus
@@ -175,18 +176,21 @@ def _fresh_writer(folder: Path):
 def log_maps(writer, translations: list[Translation], prefix: str, step: int, png_dir: Path, merge: bool,
              head_grid_layer: int) -> list[dict[str, Any]]:
     """Heatmaps of each translation under attention/<prefix>_<i>/... -> one record per sentence."""
-    from attnmt.viz import log_attention_maps
+    from attnmt.viz import log_attention_maps, merge_subwords
 
     records = []
     for i, translation in enumerate(translations):
         hyp = translation.hypothesis
         if hyp is None:
             continue  # an empty source line has no attention
-        written = log_attention_maps(writer, f"{prefix}_{i}", hyp.attention, translation.src_tokens,
-                                     translation.tgt_tokens, step, png_dir, head_grid_layer, merge)
+        src_labels, tgt_labels = translation.src_tokens, translation.tgt_tokens
+        written = log_attention_maps(writer, f"{prefix}_{i}", hyp.attention, src_labels, tgt_labels, step, png_dir,
+                                     head_grid_layer, merge)
+        if merge:  # record the labels the maps show
+            _, src_labels, tgt_labels = merge_subwords(hyp.attention[-1, 0], src_labels, tgt_labels)
         records.append({
             "name": f"{prefix}_{i}", "source": translation.source, "translation": translation.text,
-            "src_tokens": translation.src_tokens, "tgt_tokens": translation.tgt_tokens,
+            "src_tokens": src_labels, "tgt_tokens": tgt_labels,
             "tags": [w for w in written if w.startswith("attention/")],
             "pngs": [w for w in written if not w.startswith("attention/")],
         })
@@ -323,7 +327,7 @@ def format_report(summary: dict[str, Any]) -> str:
     lines = [f"checkpoint {summary['checkpoint']} (step {summary['global_step']}, {summary['variant']})"]
     lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     first = next(iter(summary["results"].values()))
-    lines.append("signatures: " + "  ".join(f"{m}: {first['scores'][m]['signature']}" for m in TEXT_METRICS))
+    lines += [f"{m:5s} signature {first['scores'][m]['signature']}" for m in TEXT_METRICS]
     for key, entry in summary["results"].items():
         for layer, by_head in entry["attention_statistics"].items():
             stats = by_head["mean"]

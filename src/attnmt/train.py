@@ -87,4 +87,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
             summary["best_checkpoint"] = checkpoint_cb.best_model_path or None
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_metrics.json").write_text(json.dumps(summary, indent=2))
+        if cfg.get("evaluate_test") and datamodule.test_splits:
+            evaluate_after_training(output_dir, datamodule.test_splits, cfg.get("evaluate_maps", 4))
     return metrics
+
+
+def evaluate_after_training(run_dir: Path, splits: list[str], num_maps: int = 4) -> None:
+    """Beam-5 and greedy scores of the best checkpoint on the test splits, into <run>/eval/."""
+    from attnmt.evaluate import evaluate
+
+    summary = evaluate(run_dir, splits=list(splits), beam_sizes=(5, 1), num_maps=num_maps)
+    for key, entry in summary["results"].items():
+        scores = entry["scores"]
+        log.info("%s: BLEU %.2f chrF %.2f (%.1f sentences/s)", key, scores["bleu"]["score"], scores["chrf"]["score"],
+                 entry["sentences_per_second"])

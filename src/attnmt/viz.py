@@ -94,6 +94,30 @@ def attention_figure(
     return figure
 
 
+def side_by_side_figure(panels: Sequence[tuple[str, Any, Sequence[str], Sequence[str]]], title: str | None = None) -> Figure:
+    """One row of maps that may differ in target tokens: panels = [(title, weights [T, S], src, tgt)].
+
+    Used to compare variants on the same source sentence; one colour bar over [0, 1].
+    """
+    if not panels:
+        raise ValueError("side_by_side_figure needs at least one panel")
+    arrays = [_as_numpy(weights) for _, weights, _, _ in panels]
+    for values, (_, _, src, tgt) in zip(arrays, panels):
+        _check_tokens(values[None], src, tgt)
+    width = sum(v.shape[1] * CELL_INCHES + 1.6 for v in arrays) + 1.2
+    height = max(v.shape[0] for v in arrays) * CELL_INCHES + 2.2
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=[v.shape[1] + 6 for v in arrays])
+    image = None
+    for ax, values, (name, _, src, tgt) in zip(axes.flat, arrays, panels):
+        image = _draw_map(ax, values, src, tgt, name)
+    if title:
+        figure.suptitle(title, fontsize=LABEL_POINTS + 3)
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    return figure
+
+
 def _word_groups(pieces: Sequence[str]) -> tuple[list[int], list[str]]:
     """Sentencepiece pieces -> (word index of every piece, the words without "▁")."""
     groups: list[int] = []

@@ -1,0 +1,61 @@
+"""Build a data config's DataModule and report what training will see.
+
+    python scripts/data_report.py                          # Multi30k en-fr, the default data config
+    python scripts/data_report.py data=multi30k_en_de data.max_tokens=8192
+    python scripts/data_report.py data.cache_dir=/tmp/fresh_cache    # a cold build
+
+Any override of configs/train.yaml works. Prints the vocabulary, sentence pairs per split, batches,
+padding ratio, build time and which caches were reused.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from hydra.utils import instantiate
+
+from attnmt.config import compose
+from attnmt.data import datamodule as _datamodule  # noqa: F401  (imports lightning before the timer starts)
+from attnmt.errors import find_user_error
+
+
+def report(overrides: list[str]) -> dict:
+    cfg = compose(overrides + ["paths.output_dir=unused"])
+    started = time.perf_counter()
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    built = time.perf_counter() - started
+    train_split = datamodule.corpus.train_split
+    sampler = datamodule.sampler(train_split, shuffle=True)
+    return {
+        "tokenizer": repr(datamodule.tokenizer),
+        "pairs": {split: len(datamodule.dataset(split)) for split in datamodule.splits},
+        "train_batches": len(sampler),
+        "max_tokens": datamodule.max_tokens,
+        "padding_ratio": sampler.padding_ratio(),
+        "build_seconds": built,
+        "cache_hits": datamodule.cache_hits,
+    }
+
+
+def main(argv: list[str]) -> int:
+    try:
+        facts = report(argv)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        return 2
+    print(f"tokenizer      {facts['tokenizer']}")
+    for split, count in facts["pairs"].items():
+        print(f"pairs          {split}: {count}")
+    print(f"train batches  {facts['train_batches']} at max_tokens={facts['max_tokens']}")
+    print(f"padding        {100 * facts['padding_ratio']:.2f}% of the batch tensors' cells")
+    print(f"built in       {facts['build_seconds']:.2f} s; cache hits: {facts['cache_hits']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

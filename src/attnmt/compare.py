@@ -1,0 +1,311 @@
+"""Compare the runs of a sweep (`python train.py -m model=bahdanau,luong,transformer ...`).
+
+`compare(multirun_dir)` reads every job folder (config, train_metrics.json, TensorBoard events,
+eval/metrics.json and hypothesis files), optionally evaluates the jobs that have no test scores,
+and writes `<multirun>/comparison/`:
+  report.md, report.csv      one row per variant (mean ± std over seeds), failed runs listed
+  val_bleu_vs_time.png       validation BLEU against wall-clock training time, every run
+  probe_attention.png        the first probe sentence's cross-attention, every variant side by side
+  tensorboard/               the same plots as images and the table's numbers as scalars
+Confidence intervals are 95% paired-bootstrap intervals (sacreBLEU) of each system's test score,
+resampled together with the best system's hypotheses.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from attnmt.errors import DataError
+from attnmt.metrics import paired_significance
+
+log = logging.getLogger("attnmt.compare")
+
+
+@dataclass
+class RunRecord:
+    """What one job folder of the sweep holds. status: finished | unfinished | failed."""
+
+    path: Path
+    variant: str
+    seed: int | None
+    status: str
+    reason: str = ""
+    parameters: float | None = None
+    train_seconds: float | None = None
+    global_step: int | None = None
+    tokens_per_s: float | None = None
+    best_val_bleu: float | None = None
+    val_curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, BLEU)
+    test: dict[str, Any] | None = None  # the eval/metrics.json entry used (beam 5 preferred)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> 95% interval
+    p_value: float | None = None  # against the best system (BLEU)
+
+
+def job_folders(multirun_dir: Path) -> list[Path]:
+    """Every folder below `multirun_dir` that Hydra made for a job (it holds .hydra/)."""
+    jobs = sorted({p.parent.parent for p in Path(multirun_dir).glob("**/.hydra/config.yaml")})
+    if not jobs:
+        raise DataError(f"{multirun_dir} holds no Hydra job folders (.hydra/config.yaml); give a multirun folder")
+    return jobs
+
+
+def _scalars(run: Path) -> tuple[dict[str, list[tuple[float, int, float]]], float | None]:
+    """TensorBoard scalars {tag: [(wall_time, step, value)]} and the first event's time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run / "tensorboard"
+    if not folder.is_dir():
+        return {}, None
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 1})
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    values = {tag: [(e.wall_time, e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags}
+    try:
+        start = accumulator.FirstEventTimestamp()
+    except ValueError:
+        start = None
+    return values, start
+
+
+def _variant(run: Path, config: Any) -> str:
+    overrides = run / ".hydra" / "hydra.yaml"
+    if overrides.is_file():
+        choice = OmegaConf.load(overrides).hydra.runtime.choices.get("model")
+        if choice:
+            return str(choice)
+    return str(config.model._target_).rsplit(".", 1)[-1]
+
+
+def _failure_reason(run: Path) -> str:
+    for log_file in sorted(run.glob("*.log")):
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
+        if errors:
+            return errors[-1].strip()[:200]
+    return "no train_metrics.json and no checkpoint: the job crashed before its first checkpoint"
+
+
+def read_run(run: Path, split: str) -> RunRecord:
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    record = RunRecord(run, _variant(run, config), config.get("seed"), status="failed")
+    scalars, start = _scalars(run)
+    if start is not None and "val/bleu" in scalars:
+        record.val_curve = [(wall - start, value) for wall, _, value in scalars["val/bleu"]]
+    speeds = [value for _, _, value in scalars.get("train/tokens_per_s", [])]
+    if speeds:
+        record.tokens_per_s = statistics.fmean(speeds[1:] if len(speeds) > 2 else speeds)  # first is warm-up
+
+    summary_file = run / "train_metrics.json"
+    if summary_file.is_file():
+        metrics = json.loads(summary_file.read_text())["metrics"]
+        record.status = "finished"
+        record.parameters = metrics.get("parameters")
+        record.train_seconds = metrics.get("train_seconds")
+        record.global_step = int(metrics.get("global_step", 0))
+        record.best_val_bleu = metrics.get("best/val_bleu", metrics.get("val/bleu"))
+    elif (run / "checkpoints" / "last.ckpt").is_file():
+        record.status, record.reason = "unfinished", "stopped before train_metrics.json was written (killed?)"
+    else:
+        record.reason = _failure_reason(run)
+
+    eval_file = run / "eval" / "metrics.json"
+    if eval_file.is_file():
+        entries = json.loads(eval_file.read_text())
+        for key in (f"{split}/beam5", f"{split}/greedy"):
+            if key in entries:
+                record.test = entries[key]
+                break
+        else:
+            matching = [value for key, value in entries.items() if key.startswith(f"{split}/")]
+            record.test = matching[0] if matching else None
+    return record
+
+
+def collect(multirun_dir: Path, split: str = "test_2016_flickr", evaluate_missing: bool = False,
+            beam_size: int = 5) -> list[RunRecord]:
+    records = [read_run(job, split) for job in job_folders(multirun_dir)]
+    if evaluate_missing:
+        from attnmt.evaluate import evaluate
+
+        for record in records:
+            if record.status == "finished" and record.test is None:
+                log.info("evaluating %s on %s", record.path, split)
+                evaluate(record.path, splits=[split], beam_sizes=(beam_size,), num_maps=1)
+                record.test = read_run(record.path, split).test
+    _add_confidence_intervals(records)
+    return records
+
+
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def _add_confidence_intervals(records: list[RunRecord]) -> None:
+    """Paired bootstrap of every scored run against the best one on the same references."""
+    scored = [r for r in records if r.test is not None]
+    if not scored:
+        return
+    best = max(scored, key=lambda r: r.test["scores"]["bleu"]["score"])
+    best_hyps, refs = _lines(best.test["hypothesis_file"]), _lines(best.test["reference_file"])
+    for record in scored:
+        result = paired_significance(best_hyps, _lines(record.test["hypothesis_file"]), refs, metrics=("bleu", "chrf"))
+        record.ci = {name: tuple(values["system_ci"]) for name, values in result.items()}
+        record.p_value = None if record is best else float(result["bleu"]["p_value"])
+
+
+# ------------------------------------------------------------------------------ tables
+COLUMNS = ["variant", "seeds", "status", "parameters_M", "train_minutes", "tokens_per_s", "best_val_bleu",
+           "test_bleu", "test_bleu_ci95", "test_chrf", "test_chrf_ci95", "p_vs_best", "attn_entropy",
+           "attn_max_weight", "attn_monotonicity"]
+
+
+def _mean_std(values: list[float], digits: int = 1) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _attention_means(record: RunRecord) -> dict[str, float]:
+    """Head- and layer-averaged statistics of the run's evaluation (see metrics.attention_statistics)."""
+    stats = (record.test or {}).get("attention_statistics") or {}
+    names = ("entropy", "max_weight", "monotonicity")
+    pooled = {n: [layer["mean"][n] for layer in stats.values() if "mean" in layer and n in layer["mean"]] for n in names}
+    return {n: float(np.nanmean(v)) if v else math.nan for n, v in pooled.items()}
+
+
+def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
+    """One row per variant (seeds pooled: mean ± std), then one row per failed or unfinished run."""
+    rows = []
+    finished = [r for r in records if r.status == "finished"]
+    for variant in sorted({r.variant for r in finished}):
+        group = [r for r in finished if r.variant == variant]
+        scored = [r for r in group if r.test is not None]
+        bleu = [r.test["scores"]["bleu"]["score"] for r in scored]
+        chrf = [r.test["scores"]["chrf"]["score"] for r in scored]
+        attention = [_attention_means(r) for r in scored]
+
+        def interval(metric: str) -> str:
+            cis = [r.ci[metric] for r in scored if metric in r.ci]
+            return f"[{statistics.fmean(c[0] for c in cis):.1f}, {statistics.fmean(c[1] for c in cis):.1f}]" if cis else "-"
+
+        p_values = [r.p_value for r in scored if r.p_value is not None]
+        rows.append({
+            "variant": variant, "seeds": str(len(group)), "status": "finished",
+            "parameters_M": _mean_std([r.parameters / 1e6 for r in group if r.parameters], 2),
+            "train_minutes": _mean_std([r.train_seconds / 60 for r in group if r.train_seconds]),
+            "tokens_per_s": _mean_std([r.tokens_per_s for r in group], 0),
+            "best_val_bleu": _mean_std([r.best_val_bleu for r in group]),
+            "test_bleu": _mean_std(bleu), "test_bleu_ci95": interval("bleu"),
+            "test_chrf": _mean_std(chrf), "test_chrf_ci95": interval("chrf"),
+            "p_vs_best": f"{max(p_values):.3f}" if p_values else "best",
+            "attn_entropy": _mean_std([a["entropy"] for a in attention], 2),
+            "attn_max_weight": _mean_std([a["max_weight"] for a in attention], 2),
+            "attn_monotonicity": _mean_std([a["monotonicity"] for a in attention], 2),
+        })
+    for record in records:
+        if record.status != "finished":
+            row = {column: "-" for column in COLUMNS}
+            row.update(variant=record.variant, seeds=str(record.seed), status=f"{record.status}: {record.reason}")
+            rows.append(row)
+    return rows
+
+
+def write_tables(rows: list[dict[str, str]], folder: Path, split: str) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / "report.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path = folder / "report.md"
+    lines = [f"Test split: {split}. BLEU/chrF: sacreBLEU, 95% CI from paired bootstrap against the best system; "
+             "p_vs_best: paired bootstrap p-value of the BLEU difference to the best system.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return md_path, csv_path
+
+
+# ------------------------------------------------------------------------------ plots
+def bleu_over_time_figure(records: list[RunRecord]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for record in records:
+        if record.val_curve:
+            minutes, bleu = zip(*[(seconds / 60, value) for seconds, value in record.val_curve])
+            ax.plot(minutes, bleu, marker="o", label=f"{record.variant} (seed {record.seed})")
+    ax.set_xlabel("training wall-clock time (minutes, validation included)")
+    ax.set_ylabel("validation BLEU (greedy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def probe_figure(records: list[RunRecord]):
+    """The first probe sentence decoded (greedy) by every variant's best checkpoint: last layer, heads averaged."""
+    from attnmt.data.vocab import EOS_PIECE
+    from attnmt.translate import DecodeSettings, load_model, pick_device, resolve_checkpoint, translate_lines
+    from attnmt.viz import side_by_side_figure
+
+    panels, seen = [], set()
+    device = pick_device("cpu")
+    for record in records:
+        if record.status != "finished" or record.variant in seen:
+            continue
+        model, tokenizer, hparams = load_model(resolve_checkpoint(record.path), device)
+        probe = (hparams.get("probes") or ["The cat sat on the mat."])[0]
+        [translation] = translate_lines(model, tokenizer, [probe], DecodeSettings(beam_size=1), device, need_attention=True)
+        weights = translation.hypothesis.attention[-1].float().mean(dim=0)  # [T, S]
+        src = tokenizer.src_pieces(probe) + [EOS_PIECE]
+        tgt = tokenizer.tgt_pieces_from_ids(translation.hypothesis.output_ids)
+        panels.append((f"{record.variant}: {translation.text}", weights, src, tgt))
+        seen.add(record.variant)
+    return side_by_side_figure(panels, title="cross-attention on the probe sentence") if panels else None
+
+
+def compare(multirun_dir: str | Path, split: str = "test_2016_flickr", evaluate_missing: bool = False,
+            beam_size: int = 5, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Collect, (evaluate,) tabulate and plot a sweep; returns {"records", "rows", "files"}."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from attnmt.viz import figure_to_array, figure_to_png
+
+    multirun_dir = Path(multirun_dir)
+    out = Path(output_dir) if output_dir else multirun_dir / "comparison"
+    records = collect(multirun_dir, split, evaluate_missing, beam_size)
+    rows = table_rows(records)
+    md_path, csv_path = write_tables(rows, out, split)
+    files = {"markdown": md_path, "csv": csv_path}
+    writer = SummaryWriter(str(out / "tensorboard"))
+    try:
+        figures = {"val_bleu_vs_time": bleu_over_time_figure(records), "probe_attention": probe_figure(records)}
+        for name, figure in figures.items():
+            if figure is None:
+                continue
+            files[name] = figure_to_png(figure, out / f"{name}.png")
+            writer.add_image(f"comparison/{name}", figure_to_array(figure), 0, dataformats="HWC")
+        for record in records:
+            if record.test is not None:
+                tag = f"{record.variant}_seed{record.seed}"
+                writer.add_scalar(f"comparison/test_bleu/{tag}", record.test["scores"]["bleu"]["score"], 0)
+                writer.add_scalar(f"comparison/test_chrf/{tag}", record.test["scores"]["chrf"]["score"], 0)
+    finally:
+        writer.close()
+    return {"records": records, "rows": rows, "files": files}

@@ -1,0 +1,263 @@
+"""evaluate.py on real tiny runs: sacreBLEU CLI agreement, metrics.json, TensorBoard events, PNGs, errors.
+
+`tiny_runs` and `evaluated_run` train and evaluate once per session and are shared with
+test_translate.py and test_tensorboard_server.py (they import them from here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from matplotlib import image as mpimg
+from omegaconf import OmegaConf
+
+from attnmt.config import compose
+from attnmt.errors import CheckpointError, ConfigError
+from attnmt.evaluate import compare_systems, evaluate, main
+from attnmt.metrics import attention_statistics
+from attnmt.train import train
+from attnmt.translate import resolve_checkpoint
+from attnmt.viz import attention_figure
+
+from conftest import TINY_SIZES
+from test_train import tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+TRANSFORMER_HEADS, TRANSFORMER_LAYERS = 2, 2
+# Outputs of a 10-step model rarely end by themselves: short length limits keep decoding and figures small.
+SHORT = {"max_len_a": 0.5, "max_len_b": 4}
+SHORT_ARGS = ["--max-len-a", "0.5", "--max-len-b", "4"]
+_CACHE: dict[str, object] = {}  # session-wide: the runs are trained (and evaluated) once
+
+
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory, parallel_dir: Path) -> dict[str, Path]:
+    """Run folders of a tiny transformer (2 decoder layers, 2 heads) and a tiny bahdanau model.
+
+    Trained by attnmt.train.train with TensorBoard on and a test split ("test", 20 pairs);
+    `.hydra/config.yaml` is written as Hydra writes it (unresolved, output_dir a ${hydra:...} key).
+    """
+    if "runs" not in _CACHE:
+        root = tmp_path_factory.mktemp("eval_runs")
+        runs = {}
+        for model, extra in (("transformer", [f"model.decoder_layers={TRANSFORMER_LAYERS}"]), ("bahdanau", [])):
+            run = root / model
+            overrides = tiny_overrides(parallel_dir, root / "cache", run, model) + extra + [
+                f"++data.corpus.test={{test: {parallel_dir}/test}}", f"+variant={model}", "debug=limit",
+                "optim.scheduler.warmup_steps=5", "optim.optimizer.lr=5e-3",  # 10 steps: output beyond one repeated piece
+                "task.val_decode.max_len_a=0.5", 'task.probes=["The cat sat on the mat."]',
+            ]
+            cfg = compose(overrides)
+            train(cfg)
+            cfg.paths.output_dir = "${hydra:runtime.output_dir}"
+            (run / ".hydra").mkdir()
+            OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+            runs[model] = run
+        _CACHE["runs"] = runs
+    return _CACHE["runs"]  # type: ignore[return-value]
+
+
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory, parallel_dir: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """The transformer run after `python scripts/evaluate.py RUN --beam-size 5 1 --num-maps 2 [SHORT_ARGS]`,
+    run as a user would: a subprocess started in an unrelated folder."""
+    if "evaluated" not in _CACHE:
+        run = tiny_runs(tmp_path_factory, parallel_dir)["transformer"]
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(run), "--beam-size", "5", "1", "--num-maps", "2", *SHORT_ARGS],
+            cwd=tmp_path_factory.mktemp("elsewhere"), capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        _CACHE["evaluated"] = (run, done)
+    return _CACHE["evaluated"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_parallel_dir) -> dict[str, Path]:
+    return tiny_runs(tmp_path_factory, tiny_parallel_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_parallel_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    return evaluated_run(tmp_path_factory, tiny_parallel_dir)
+
+
+def read_metrics(run: Path) -> dict:
+    return json.loads((run / "eval" / "metrics.json").read_text())
+
+
+def sacrebleu_cli(ref: Path, hyp: Path) -> list[float]:
+    """BLEU, chrF, TER from sacreBLEU's own command line, 4 decimals."""
+    done = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "ter",
+                           "-b", "-w", "4"], capture_output=True, text=True, timeout=120, check=True)
+    return [float(value) for value in json.loads(done.stdout)]
+
+
+def test_scores_equal_the_sacrebleu_command_line(evaluated, tiny_parallel_dir) -> None:
+    run, done = evaluated
+    metrics = read_metrics(run)
+    assert {"test/beam5", "test/greedy"} <= set(metrics)  # both decoding settings recorded
+    for key in ("test/beam5", "test/greedy"):
+        entry = metrics[key]
+        hyp_file = Path(entry["hypothesis_file"])
+        assert hyp_file == run / "eval" / f"test.{key.split('/')[1]}.hyp"
+        assert len(hyp_file.read_text().split("\n")) == TINY_SIZES["test"] + 1  # one line per source line
+        ours = [round(entry["scores"][m]["score"], 4) for m in ("bleu", "chrf", "ter")]
+        assert ours == sacrebleu_cli(tiny_parallel_dir / "test.fr", hyp_file)
+        assert ours[1] > 0  # something was translated: chrF of empty outputs is 0
+        assert f"{entry['scores']['bleu']['score']:.2f}" in done.stdout  # the printed table
+    assert "greedy" in done.stdout and "beam5" in done.stdout
+
+
+def test_metrics_json_has_scores_signatures_settings_and_statistics(evaluated) -> None:
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    run, _ = evaluated
+    metrics = read_metrics(run)
+    beam, greedy = metrics["test/beam5"], metrics["test/greedy"]
+    assert beam["decoding"]["beam_size"] == 5 and beam["decoding"]["alpha"] == 0.6
+    assert greedy["decoding"]["beam_size"] == 1
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF()), ("ter", TER())):
+        metric.corpus_score(["a"], [["a"]])  # a signature records the number of references it saw
+        assert beam["scores"][name]["signature"] == str(metric.get_signature())
+    assert beam["sentences"] == TINY_SIZES["test"] and beam["decode_seconds"] > 0
+    assert beam["global_step"] == torch.load(resolve_checkpoint(run), weights_only=False)["global_step"] > 0
+    stats = beam["attention_statistics"]
+    assert sorted(stats) == [f"layer_{i}" for i in range(TRANSFORMER_LAYERS)]
+    assert sorted(stats["layer_0"]) == ["head_0", "head_1", "mean"]
+    for values in stats["layer_1"].values():
+        assert 0 <= values["entropy"] <= math.log(64)  # sources are shorter than 64 tokens
+        assert 0 < values["max_weight"] <= 1 and 0 <= values["diagonal_distance"] < 1
+        assert values["monotonicity"] is None or -1 <= values["monotonicity"] <= 1
+
+
+def test_event_files_hold_attention_images_and_statistic_scalars(evaluated) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = evaluated
+    entry = read_metrics(run)["test/beam5"]
+    assert Path(entry["tensorboard_dir"]) == run / "tensorboard" / "eval" / "test" / "beam5"
+    accumulator = EventAccumulator(entry["tensorboard_dir"], size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    images, scalars = set(accumulator.Tags()["images"]), set(accumulator.Tags()["scalars"])
+    expected = {f"attention/{prefix}/layer_{layer}" for prefix in ("eval_test_0", "eval_test_1", "probe_0")
+                for layer in range(TRANSFORMER_LAYERS)}
+    expected |= {f"attention/{prefix}/heads_layer_1" for prefix in ("eval_test_0", "probe_0")}
+    assert expected <= images, sorted(images)
+    assert not any(tag.startswith("attention/eval_test_2") for tag in images)  # --num-maps 2
+    assert [event.step for event in accumulator.Images("attention/probe_0/layer_1")] == [entry["global_step"]]
+    entropy = accumulator.Scalars("attention/transformer/layer_1/mean/entropy")
+    assert entropy[0].value == pytest.approx(entry["attention_statistics"]["layer_1"]["mean"]["entropy"], rel=1e-6)
+    assert f"attention/transformer/layer_0/head_1/max_weight" in scalars
+    assert accumulator.Scalars("eval/bleu")[0].value == pytest.approx(entry["scores"]["bleu"]["score"], abs=1e-4)
+
+
+def test_pngs_decode_with_the_figure_sizes(evaluated) -> None:
+    run, _ = evaluated
+    records = read_metrics(run)["test/greedy"]["attention_maps"]
+    assert [r["name"] for r in records] == ["eval_test_0", "eval_test_1", "probe_0"]
+    assert records[2]["source"] == "The cat sat on the mat."  # the probe set of the run's config
+    for record in records:
+        src, tgt = record["src_tokens"], record["tgt_tokens"]
+        assert src[-1] == "</s>" and len(record["pngs"]) == TRANSFORMER_LAYERS + 1
+        for png in record["pngs"]:
+            assert Path(png).parent == run / "eval" / "attention" / "test" / "greedy"
+            heads = TRANSFORMER_HEADS if "heads_layer" in png else 1
+            figure = attention_figure(torch.zeros(heads, len(tgt), len(src)).squeeze(0), src, tgt)
+            width, height = (figure.get_size_inches() * figure.dpi).round().astype(int)
+            assert mpimg.imread(png).shape[:2] == (height, width)
+
+
+def test_custom_pair_statistics_and_rows(runs, tiny_parallel_dir, tmp_path) -> None:
+    """In-process on the RNN run: a --src/--ref pair, merged subwords, statistics from the decoded maps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = evaluate(runs["bahdanau"], src=tiny_parallel_dir / "val.en", ref=tiny_parallel_dir / "val.fr",
+                       beam_sizes=(3,), output_dir=tmp_path, num_maps=1, merge_subwords=True, **SHORT)
+    entry = summary["results"]["file_val/beam3"]
+    assert Path(entry["hypothesis_file"]) == tmp_path / "file_val.beam3.hyp"
+    assert entry["sentences"] == TINY_SIZES["val"]
+    translations = summary["translations"]["file_val/beam3"]
+    maps = [t.hypothesis.attention for t in translations]
+    for weights, t in zip(maps, translations):
+        assert weights.shape == (1, 1, len(t.tgt_tokens), len(t.src_tokens))  # one RNN map: L = H = 1
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5, rtol=0)
+    assert entry["attention_statistics"] == json.loads(json.dumps(attention_statistics(maps)).replace("NaN", "null"))
+    assert json.loads((tmp_path / "metrics.json").read_text())["file_val/beam3"]["scores"] == entry["scores"]
+    accumulator = EventAccumulator(entry["tensorboard_dir"], size_guidance={"images": 0})
+    accumulator.Reload()
+    assert set(accumulator.Tags()["images"]) == {"attention/eval_file_val_0/layer_0", "attention/probe_0/layer_0"}  # one map per RNN sentence, no head grid
+    assert "attention/bahdanau/layer_0/head_0/entropy" in accumulator.Tags()["scalars"]
+    probe = entry["attention_maps"][1]
+    assert probe["name"] == "probe_0" and "cat" in probe["src_tokens"]  # merged into words: "▁c" "at" -> "cat"
+
+
+def test_metrics_merge_compare_and_rerun_replaces_events(evaluated, tmp_path, capsys) -> None:
+    run = tmp_path / "run"  # a copy: the shared run keeps the CLI's outputs for the other tests
+    shutil.copytree(evaluated[0], run)
+    beam_hyps = run / "eval" / "test.beam5.hyp"
+    output = tmp_path / "out"
+    evaluate(run, splits=["test"], beam_sizes=(5,), output_dir=output, num_maps=0, **SHORT)
+    summary = evaluate(run, splits=["test"], beam_sizes=(1,), output_dir=output, num_maps=0, compare_with=beam_hyps, **SHORT)
+    assert set(json.loads((output / "metrics.json").read_text())) == {"test/beam5", "test/greedy"}
+    comparison = summary["results"]["test/greedy"]["comparison"]
+    assert set(comparison["metrics"]) == {"bleu", "chrf"}
+    for result in comparison["metrics"].values():
+        assert 0 <= result["p_value"] <= 1
+        assert result["system_ci"][0] <= result["system_mean"] <= result["system_ci"][1]
+    # the same run again replaces its TensorBoard events instead of adding a second copy
+    assert len(list((run / "tensorboard" / "eval" / "test" / "greedy").glob("events.out.tfevents.*"))) == 1
+    # the references as a "system" beat the tiny model's output: 100 BLEU, significant
+    hyps = beam_hyps.read_text().split("\n")[:-1]
+    refs = Path(summary["results"]["test/greedy"]["reference_file"]).read_text().split("\n")[:-1]
+    perfect = compare_systems(hyps, refs, refs)["bleu"]
+    assert perfect["system"] == pytest.approx(100) and perfect["baseline"] < 100 and perfect["p_value"] < 0.01
+    assert main([str(run), "--beam-size", "1", "--num-maps", "0", "--output-dir", str(output), *SHORT_ARGS,
+                 "--compare-with", str(beam_hyps)]) == 0
+    assert "p = " in capsys.readouterr().out
+
+
+def test_unknown_split_exits_2_with_one_line(runs, tmp_path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), str(runs["bahdanau"]), "--split", "nope"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: unknown split 'nope'; the run's data config has: train, val, test "
+        "(or evaluate your own files with --src FILE --ref FILE)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_inputs_exit_2_naming_the_problem(runs, tmp_path, capsys) -> None:
+    corrupt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip archive")
+    (tmp_path / "one.en").write_text("A dog runs.\n")
+    (tmp_path / "one.fr").write_text("Un chien court.\n")
+    pair = ["--src", str(tmp_path / "one.en"), "--ref", str(tmp_path / "one.fr")]
+    assert main([str(corrupt.parents[1]), *pair]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: checkpoint") and str(corrupt) in error and "\n" not in error
+
+    assert main([str(tmp_path / "missing_run")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([str(runs["bahdanau"]), "--src", str(tmp_path / "absent.en"), "--ref", str(tmp_path / "absent.fr")]) == 2
+    assert "absent.en" in capsys.readouterr().err
+
+
+def test_checkpoint_resolution(runs, tmp_path) -> None:
+    run = runs["transformer"]
+    assert resolve_checkpoint(run).name.startswith("best-")
+    assert resolve_checkpoint(run / "checkpoints" / "last.ckpt").name == "last.ckpt"
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        resolve_checkpoint(tmp_path)
+    bare = tmp_path / "bare.ckpt"
+    bare.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    with pytest.raises(ConfigError, match="not inside a run's checkpoints/ folder"):
+        evaluate(bare)  # no run config: only --src/--ref can say what to decode

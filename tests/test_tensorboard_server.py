@@ -1,0 +1,90 @@
+"""A real TensorBoard server on loopback serves a trained and evaluated run: scalars, attention images."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from matplotlib import image as mpimg
+
+from test_evaluate import evaluated_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EVAL_RUN = "tensorboard/eval/test/beam5"  # run names are folders relative to --logdir
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(base: str, path: str, **query: str) -> bytes:
+    url = f"{base}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_parallel_dir):
+    """(base URL, run folder) of `python -m tensorboard.main` on the evaluated run; stopped afterwards."""
+    run, _ = evaluated_run(tmp_path_factory, tiny_parallel_dir)
+    port = free_port()
+    log = (tmp_path_factory.mktemp("tensorboard_log") / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run), "--host", "127.0.0.1", "--port", str(port),
+         "--load_fast=false", "--reload_interval=1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up when it answers, ready when both runs are loaded
+            assert process.poll() is None, f"tensorboard exited with {process.returncode}; see {log.name}"
+            try:
+                runs = json.loads(get(base, "/data/runs"))
+                if {"tensorboard", EVAL_RUN} <= set(runs):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline, f"tensorboard did not serve both runs within 60 s; see {log.name}"
+            time.sleep(0.5)
+        yield base, run
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_scalar_tags_are_served(server) -> None:
+    base, _ = server
+    tags = json.loads(get(base, "/data/plugin/scalars/tags"))
+    assert "val/bleu" in tags["tensorboard"]  # training
+    assert {"eval/bleu", "attention/transformer/layer_1/mean/entropy"} <= set(tags[EVAL_RUN])
+
+
+def test_attention_images_are_served_as_png(server) -> None:
+    base, run = server
+    tags = json.loads(get(base, "/data/plugin/images/tags"))
+    assert "attention/probe_0/layer_0" in tags["tensorboard"]  # logged during training
+    assert {"attention/eval_test_0/layer_1", "attention/eval_test_0/heads_layer_1", "attention/probe_0/layer_1"} <= set(tags[EVAL_RUN])
+
+    entries = json.loads(get(base, "/data/plugin/images/images", tag="attention/probe_0/layer_1", run=EVAL_RUN))
+    assert len(entries) == 1
+    blob = get(base, "/data/plugin/images/individualImage?" + entries[0]["query"])
+    assert blob.startswith(PNG_MAGIC)
+    png = run / "eval" / "attention" / "test" / "beam5" / "probe_0_layer_1.png"
+    assert mpimg.imread(io.BytesIO(blob), format="png").shape[:2] == mpimg.imread(png).shape[:2]  # the same figure
