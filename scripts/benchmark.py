@@ -62,9 +62,15 @@ def user_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, quiet: bool = False) -> int:
     args = parse_args(argv)
     from attnmt.benchmark import Settings, format_table, run  # after argument errors: torch imports take seconds
+
+    if quiet:  # Lightning's start-up chatter would bury the table (its import set these levels: set them after)
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="lightning")
+        warnings.filterwarnings("ignore", message=".*(LeafSpec|val_check_interval|num_workers).*")
 
     checkpoints = {}
     for item in args.checkpoint:
@@ -100,8 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Lightning's start-up chatter would bury the table
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    sys.exit(main())
+    sys.exit(main(quiet=True))

@@ -6,6 +6,7 @@ test_translate.py and test_tensorboard_server.py (they import them from here).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -20,7 +21,7 @@ from omegaconf import OmegaConf
 
 from attnmt.config import compose
 from attnmt.errors import CheckpointError, ConfigError
-from attnmt.evaluate import compare_systems, evaluate, main
+from attnmt.evaluate import compare_systems, evaluate
 from attnmt.metrics import attention_statistics
 from attnmt.train import train
 from attnmt.translate import resolve_checkpoint
@@ -85,6 +86,14 @@ def runs(tmp_path_factory, tiny_parallel_dir) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tiny_parallel_dir) -> tuple[Path, subprocess.CompletedProcess]:
     return evaluated_run(tmp_path_factory, tiny_parallel_dir)
+
+
+def main(argv: list[str]) -> int:
+    """scripts/evaluate.py's main(), called in this process (exit code returned, output to capsys)."""
+    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
 
 
 def read_metrics(run: Path) -> dict:
@@ -153,7 +162,7 @@ def test_event_files_hold_attention_images_and_statistic_scalars(evaluated) -> N
     assert [event.step for event in accumulator.Images("attention/probe_0/layer_1")] == [entry["global_step"]]
     entropy = accumulator.Scalars("attention/transformer/layer_1/mean/entropy")
     assert entropy[0].value == pytest.approx(entry["attention_statistics"]["layer_1"]["mean"]["entropy"], rel=1e-6)
-    assert f"attention/transformer/layer_0/head_1/max_weight" in scalars
+    assert "attention/transformer/layer_0/head_1/max_weight" in scalars
     assert accumulator.Scalars("eval/bleu")[0].value == pytest.approx(entry["scores"]["bleu"]["score"], abs=1e-4)
 
 

@@ -125,29 +125,39 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tiny_parallel_dir, cache_dir, tmp_path):
-    """Weights after resuming equal an uninterrupted run's: optimizer, schedule, data order and RNG restored."""
+@pytest.mark.parametrize("stop", ["mid_epoch", "epoch_end"])
+def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(stop, tiny_parallel_dir, cache_dir, tmp_path):
+    """Weights after resuming equal an uninterrupted run's: optimizer, schedule, data order and RNG restored.
+
+    mid_epoch: last.ckpt written after a training step inside the epoch; epoch_end: written after
+    the validation that closes the epoch (the default checkpointing), then training goes on in a
+    freshly shuffled epoch.
+    """
     from hydra.utils import instantiate
 
     def overrides(run_dir: Path, *extra: str) -> list[str]:
         return tiny_overrides(tiny_parallel_dir, cache_dir, run_dir, "transformer") + [
-            "trainer.max_epochs=10", "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=1",
-            "callbacks.model_checkpoint.monitor=null", "callbacks.early_stopping=null", "logger=none", *extra,
+            "trainer.max_epochs=10", "trainer.limit_val_batches=1", "callbacks.model_checkpoint.monitor=null",
+            "callbacks.early_stopping=null", "logger=none", *extra,
         ]
 
     datamodule = instantiate(compose(overrides(tmp_path)).data)
     per_epoch = len(datamodule.sampler(datamodule.corpus.train_split, shuffle=True))
-    stop_at = per_epoch // 2  # killed mid-epoch
     total = per_epoch + 3  # the resumed run crosses into the next epoch (new shuffle)
+    every_step = "callbacks.model_checkpoint.every_n_train_steps=1"  # so the runs end with their final weights
+    if stop == "mid_epoch":
+        stop_at, first_run = per_epoch // 2, [every_step, f"trainer.max_steps={per_epoch // 2}"]
+    else:  # the default checkpointing: last.ckpt written when the epoch's validation ends
+        stop_at, first_run = per_epoch, ["trainer.max_epochs=1"]
 
     straight = tmp_path / "straight"
-    train(compose(overrides(straight, f"trainer.max_steps={total}")))
+    train(compose(overrides(straight, every_step, f"trainer.max_steps={total}")))
 
     resumed = tmp_path / "resumed"
-    train(compose(overrides(resumed, f"trainer.max_steps={stop_at}")))
+    train(compose(overrides(resumed, *first_run)))
     last = resumed / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == stop_at
-    metrics = train(compose(overrides(resumed, f"trainer.max_steps={total}", f"ckpt_path={last}")))
+    metrics = train(compose(overrides(resumed, every_step, f"trainer.max_steps={total}", f"ckpt_path={last}")))
     assert metrics["global_step"] == total
 
     expected, got = _weights(straight / "checkpoints" / "last.ckpt"), _weights(last)

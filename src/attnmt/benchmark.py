@@ -409,8 +409,8 @@ def format_table(report: dict) -> str:
         if r["kind"] == "decode":
             decode.append((r["family"], r["device"], r["mode"], f"{r['sentences_per_s']:,.1f}",
                            f"{r['output_tokens_per_s']:,.0f}", f"{r['mean_output_len']:.1f}", r["weights"]))
-    parts = [_columns(rows)] + ([_columns(decode)] if len(decode) > 1 else [])
-    parts += [f"skipped: {r['family']} on {r['device']} ({r['reason']})" for r in report["runs"] if r["kind"] == "skipped"]
+    skipped = [f"skipped: {r['family']} on {r['device']} ({r['reason']})" for r in report["runs"] if r["kind"] == "skipped"]
+    parts = [_columns(table) for table in (rows, decode) if len(table) > 1] + (["\n".join(skipped)] if skipped else [])
     return "\n\n".join(parts)
 
 

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -205,6 +204,82 @@ def compare_systems(baseline: list[str], system: list[str], references: list[str
     return paired_significance(baseline, system, references, metrics=metrics, test=test)
 
 
+@dataclass
+class _Context:
+    """What every (set, decoding) evaluation of one checkpoint shares."""
+
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    checkpoint: Path
+    step: int
+    variant: str
+    probes: list[str]
+    eval_dir: Path
+    tensorboard_root: Path
+    num_maps: int
+    merge_subwords: bool
+    head_grid_layer: int
+
+
+def _decode_and_score(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings) -> tuple[dict[str, Any], list[Translation]]:
+    """Decode a set (timed), write its .hyp file, score it and summarise its attention -> (entry, translations)."""
+    log.info("decoding %s (%d sentences), %s, on %s", eval_set.name, len(eval_set.sources), setting.name, ctx.device)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    translations = translate_lines(ctx.model, ctx.tokenizer, eval_set.sources, setting, ctx.device,
+                                   max_src_tokens=None, need_attention=True)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    hyps = [t.text for t in translations]
+    hyp_file = ctx.eval_dir / f"{eval_set.name}.{setting.name}.hyp"
+    hyp_file.parent.mkdir(parents=True, exist_ok=True)
+    hyp_file.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    maps = [t.hypothesis.attention for t in translations if t.hypothesis is not None]  # each [L, H, T, S]
+    entry = {
+        "split": eval_set.name, "source_file": str(eval_set.src_file), "reference_file": str(eval_set.ref_file),
+        "hypothesis_file": str(hyp_file), "checkpoint": str(ctx.checkpoint), "global_step": ctx.step,
+        "variant": ctx.variant,
+        "decoding": {"beam_size": setting.beam_size, "alpha": setting.alpha if setting.beam_size > 1 else None,
+                     "max_len_a": setting.max_len_a, "max_len_b": setting.max_len_b,
+                     "max_tokens": setting.max_tokens, "device": str(ctx.device)},
+        "sentences": len(hyps),
+        "scores": corpus_scores(hyps, eval_set.references, TEXT_METRICS),
+        "decode_seconds": seconds,
+        "sentences_per_second": len(hyps) / max(seconds, 1e-9),
+        "attention_statistics": attention_statistics(maps) if maps else {},
+    }
+    return entry, translations
+
+
+def _log_evaluation(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings, entry: dict[str, Any],
+                    translations: list[Translation]) -> None:
+    """Maps (first N sentences + probes) as PNGs and TensorBoard images, scores and statistics as
+    scalars, all in this evaluation's own folders (replacing an earlier evaluation's files)."""
+    sub_run = ctx.tensorboard_root / "eval" / eval_set.name / setting.name
+    png_dir = ctx.eval_dir / "attention" / eval_set.name / setting.name
+    for old in png_dir.glob("*.png"):
+        old.unlink()
+    writer = _fresh_writer(sub_run)
+    try:
+        maps = (ctx.merge_subwords, ctx.head_grid_layer)
+        records = log_maps(writer, translations[: ctx.num_maps], f"eval_{eval_set.name}", ctx.step, png_dir, *maps)
+        if ctx.probes:
+            probes = translate_lines(ctx.model, ctx.tokenizer, ctx.probes, setting, ctx.device,
+                                     max_src_tokens=None, need_attention=True)
+            records += log_maps(writer, probes, "probe", ctx.step, png_dir, *maps)
+        for metric in TEXT_METRICS:
+            writer.add_scalar(f"eval/{metric}", entry["scores"][metric]["score"], ctx.step)
+        for tag, value in flatten_statistics(entry["attention_statistics"], prefix=f"attention/{ctx.variant}").items():
+            if not math.isnan(value):  # undefined statistics have nothing to plot
+                writer.add_scalar(tag, value, ctx.step)
+    finally:
+        writer.close()
+    entry.update(tensorboard_dir=str(sub_run), attention_maps=records)
+
+
 def evaluate(
     checkpoint: str | Path,
     splits: list[str] | None = None,
@@ -236,80 +311,41 @@ def evaluate(
     checkpoint = resolve_checkpoint(checkpoint)
     run_dir = run_dir_of(checkpoint)
     sets = eval_sets(run_dir, splits, src, ref, name)
-    if compare_with is not None and len(sets) * len(settings) != 1:
-        raise ConfigError("--compare-with needs exactly one split and one beam size (the system to compare)")
-    baseline = read_lines(compare_with) if compare_with is not None else None
+    baseline = None
+    if compare_with is not None:  # checked before decoding for minutes
+        if len(sets) * len(settings) != 1:
+            raise ConfigError("--compare-with needs exactly one split and one beam size (the system to compare)")
+        baseline = read_lines(compare_with)
+        if len(baseline) != len(sets[0].references):
+            raise DataError(f"{compare_with} has {len(baseline)} lines but {sets[0].name} has {len(sets[0].references)}")
     eval_dir = Path(output_dir) if output_dir else (run_dir / "eval" if run_dir else checkpoint.parent / "eval")
     metrics_path = eval_dir / "metrics.json"
-    stored = _read_metrics(metrics_path)  # fail on a broken file before decoding for minutes
-    tensorboard_root = (run_dir / "tensorboard" if run_dir and (run_dir / "tensorboard").is_dir() else eval_dir / "tensorboard")
+    stored = _read_metrics(metrics_path)
+    has_tensorboard = run_dir is not None and (run_dir / "tensorboard").is_dir()
 
     torch_device = pick_device(device)
     model, tokenizer, hparams = load_model(checkpoint, torch_device)
-    step, variant = _global_step(checkpoint), str(hparams.get("variant", "model"))
-    probes = list(hparams.get("probes") or [])
+    ctx = _Context(model, tokenizer, torch_device, checkpoint, _global_step(checkpoint), str(hparams.get("variant", "model")),
+                   list(hparams.get("probes") or []), eval_dir,
+                   run_dir / "tensorboard" if has_tensorboard else eval_dir / "tensorboard",
+                   num_maps, merge_subwords, head_grid_layer)
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint), "run_dir": str(run_dir) if run_dir else None, "eval_dir": str(eval_dir),
-        "tensorboard_root": str(tensorboard_root), "global_step": step, "variant": variant,
+        "tensorboard_root": str(ctx.tensorboard_root), "global_step": ctx.step, "variant": ctx.variant,
         "results": {}, "translations": {},
     }
     for eval_set in sets:
         for setting in settings:
-            key = f"{eval_set.name}/{setting.name}"
-            log.info("decoding %s (%d sentences), %s, on %s", eval_set.name, len(eval_set.sources), setting.name, torch_device)
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            translations = translate_lines(model, tokenizer, eval_set.sources, setting, torch_device,
-                                           max_src_tokens=None, need_attention=True)
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - started
-            hyps = [t.text for t in translations]
-            hyp_file = eval_dir / f"{eval_set.name}.{setting.name}.hyp"
-            hyp_file.parent.mkdir(parents=True, exist_ok=True)
-            hyp_file.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-
-            maps = [t.hypothesis.attention for t in translations if t.hypothesis is not None]
-            statistics = attention_statistics(maps) if maps else {}
-            entry: dict[str, Any] = {
-                "split": eval_set.name, "source_file": str(eval_set.src_file), "reference_file": str(eval_set.ref_file),
-                "hypothesis_file": str(hyp_file), "checkpoint": str(checkpoint), "global_step": step, "variant": variant,
-                "decoding": {"beam_size": setting.beam_size, "alpha": setting.alpha if setting.beam_size > 1 else None,
-                             "max_len_a": setting.max_len_a, "max_len_b": setting.max_len_b,
-                             "max_tokens": setting.max_tokens, "device": str(torch_device)},
-                "sentences": len(hyps),
-                "scores": corpus_scores(hyps, eval_set.references, TEXT_METRICS),
-                "decode_seconds": seconds,
-                "sentences_per_second": len(hyps) / seconds if seconds > 0 else math.inf,
-                "attention_statistics": statistics,
-            }
+            entry, translations = _decode_and_score(ctx, eval_set, setting)
             if baseline is not None:
+                hyps = [t.text for t in translations]
                 entry["comparison"] = {"baseline_file": str(compare_with), "test": significance_test,
                                        "metrics": compare_systems(baseline, hyps, eval_set.references, test=significance_test)}
-
-            sub_run = tensorboard_root / "eval" / eval_set.name / setting.name
-            png_dir = eval_dir / "attention" / eval_set.name / setting.name
-            writer = _fresh_writer(sub_run)
-            try:
-                records = log_maps(writer, translations[:num_maps], f"eval_{eval_set.name}", step, png_dir,
-                                   merge_subwords, head_grid_layer)
-                if probes:
-                    probe_translations = translate_lines(model, tokenizer, probes, setting, torch_device,
-                                                         max_src_tokens=None, need_attention=True)
-                    records += log_maps(writer, probe_translations, "probe", step, png_dir, merge_subwords, head_grid_layer)
-                for metric in TEXT_METRICS:
-                    writer.add_scalar(f"eval/{metric}", entry["scores"][metric]["score"], step)
-                for tag, value in flatten_statistics(statistics, prefix=f"attention/{variant}").items():
-                    if not math.isnan(value):  # undefined statistics have nothing to plot
-                        writer.add_scalar(tag, value, step)
-            finally:
-                writer.close()
-            entry.update(tensorboard_dir=str(sub_run), attention_maps=records)
-            stored[key] = entry
-            _write_json(metrics_path, stored)  # after every evaluation: a later failure keeps the earlier ones
-            summary["results"][key] = entry
+            _log_evaluation(ctx, eval_set, setting, entry, translations)
+            key = f"{eval_set.name}/{setting.name}"
+            stored[key] = summary["results"][key] = entry
             summary["translations"][key] = translations
+            _write_json(metrics_path, stored)  # after every evaluation: a later failure keeps the earlier ones
     return summary
 
 
@@ -354,49 +390,3 @@ def format_comparison(comparison: dict[str, Any]) -> str:
             f"system {r['system']:.2f} (95% CI {r['system_ci'][0]:.2f}-{r['system_ci'][1]:.2f})  p = {r['p_value']:.4f}"
         )
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- CLI
-def parse_args(argv: list[str] | None):
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Decode splits with a checkpoint, report sacreBLEU BLEU/chrF/TER, log attention maps and statistics.",
-    )
-    parser.add_argument("checkpoint", help="a .ckpt file or a run folder (uses checkpoints/best-*.ckpt, else last.ckpt)")
-    parser.add_argument("--split", nargs="+", dest="splits",
-                        help="splits of the run's data config (default: its test splits, i.e. test_2016_flickr for Multi30k)")
-    parser.add_argument("--src", help="a custom source file (with --ref), one sentence per line, plain or .gz")
-    parser.add_argument("--ref", help="reference translations of --src, aligned line by line")
-    parser.add_argument("--name", help="label of the --src/--ref pair in file names and metrics (default: file_<src name>)")
-    parser.add_argument("--beam-size", type=int, nargs="+", default=[5],
-                        help="one or more beam sizes, each decoded and recorded separately; 1 = greedy (default 5)")
-    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent for beam search (default 0.6)")
-    parser.add_argument("--max-len-a", type=float, default=1.5, help="max output length = a * source length + b (default 1.5)")
-    parser.add_argument("--max-len-b", type=float, default=10, help="see --max-len-a (default 10)")
-    parser.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch, padding included (default 4096)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--output-dir", help="where eval files go (default: <run>/eval, or eval/ next to a bare checkpoint)")
-    parser.add_argument("--num-maps", type=int, default=4, help="attention maps of the first N sentences of each split (default 4)")
-    parser.add_argument("--merge-subwords", action="store_true", help="maps over words instead of sentencepiece pieces")
-    parser.add_argument("--head-grid-layer", type=int, default=-1, help="layer whose heads get a grid (default -1 = last)")
-    parser.add_argument("--compare-with", help="hypotheses of another system on the same split: paired significance test")
-    parser.add_argument("--significance-test", choices=("bs", "ar"), default="bs",
-                        help="bs = paired bootstrap (default), ar = approximate randomisation")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summary = evaluate(
-            args.checkpoint, args.splits, args.src, args.ref, args.name, tuple(args.beam_size), args.alpha,
-            args.max_len_a, args.max_len_b, args.max_tokens, args.device, args.output_dir, args.num_maps,
-            args.merge_subwords, args.head_grid_layer, args.compare_with, args.significance_test,
-        )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_report(summary))
-    return 0

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 
 from attnmt import checkpoint as ckpt_io
 from attnmt.data.batch import Batch
-from attnmt.data.vocab import EOS_ID, EOS_PIECE, PAD_ID, padding_mask
-from attnmt.errors import UserError
+from attnmt.data.batching import pad_sources
+from attnmt.data.vocab import EOS_PIECE, PAD_ID
 from attnmt.metrics import corpus_scores
 from attnmt.search import greedy
 
@@ -157,7 +157,7 @@ class TranslationTask(L.LightningModule):
         if writer is None or not self.probes:
             return
         tokenizer = self.tokenizer
-        batch_src, src_mask = _pad_sources(tokenizer.encode_src(self.probes), self.device)
+        batch_src, src_mask = pad_sources(tokenizer.encode_src(self.probes), self.device)
         hyps = greedy(self.model, batch_src, src_mask, **self.val_decode)
         for i, (sentence, hyp) in enumerate(zip(self.probes, hyps)):
             src_tokens = tokenizer.src_pieces(sentence) + [EOS_PIECE]  # the model sees EOS too
@@ -191,18 +191,6 @@ class TranslationTask(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             ckpt_io.check_tokenizer(checkpoint, datamodule.tokenizer, source="the checkpoint being resumed")
-
-
-def _pad_sources(sequences: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source id lists (no EOS) -> (src [B, S] with EOS appended and PAD after, mask [B, S])."""
-    if not sequences:
-        raise UserError("nothing to translate: the input has no sentences")
-    longest = max(len(s) for s in sequences) + 1
-    src = torch.full((len(sequences), longest), PAD_ID, dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        src[row, : len(ids) + 1] = torch.tensor(list(ids) + [EOS_ID], dtype=torch.long)
-    src = src.to(device)
-    return src, padding_mask(src)
 
 
 def _rng_states() -> dict[str, Any]:

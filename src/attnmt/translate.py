@@ -28,8 +28,8 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from attnmt.data.batching import TokenBucketSampler
-from attnmt.data.vocab import EOS_ID, EOS_PIECE, PAD_ID, padding_mask
+from attnmt.data.batching import TokenBucketSampler, pad_sources
+from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import CheckpointError, ConfigError, DataError, UserError
 from attnmt.search import Hypothesis, decode_batch
 
@@ -76,17 +76,6 @@ def load_model(path: str | Path, device: torch.device):
     return model.to(device).eval(), tokenizer, hparams
 
 
-def _pad(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Id lists (no EOS) -> src [B, S] long with EOS appended and PAD after, mask [B, S] bool."""
-    width = max(len(ids) for ids in sequences) + 1
-    src = np.full((len(sequences), width), PAD_ID, dtype=np.int64)
-    for row, ids in enumerate(sequences):
-        src[row, : len(ids)] = ids
-        src[row, len(ids)] = EOS_ID
-    tensor = torch.from_numpy(src).to(device)
-    return tensor, padding_mask(tensor)
-
-
 def decode_ids(
     model,
     sequences: Sequence[Sequence[int]],
@@ -107,7 +96,7 @@ def decode_ids(
     lengths = np.array([len(sequences[i]) + 1 for i in kept], dtype=np.int64)  # + EOS
     sampler = TokenBucketSampler(lengths, lengths, settings.max_tokens, shuffle=False, even=False)
     for batch in sampler.batches():
-        src, src_mask = _pad([sequences[kept[j]] for j in batch], device)
+        src, src_mask = pad_sources([sequences[kept[j]] for j in batch], device)
         found = decode_batch(
             model, src, src_mask, beam_size=settings.beam_size, alpha=settings.alpha,
             max_len_a=settings.max_len_a, max_len_b=settings.max_len_b, need_attention=need_attention,
@@ -185,7 +174,7 @@ def attention_table(translation: Translation, merge: bool = False, digits: int =
     cell = max([digits + 2, *(len(token) for token in src_tokens)])
     label = max(len(token) for token in tgt_tokens)
     lines = [
-        f"# line {translation.line_number}: layer {layers - 1} of {layers}, mean of {heads} head(s); "
+        f"# line {translation.line_number}: last layer (layer_{layers - 1}), mean of {heads} head(s); "
         "rows: output tokens, columns: source tokens",
         " " * label + " " + " ".join(token.rjust(cell) for token in src_tokens),
     ]

@@ -142,6 +142,22 @@ def collate(items: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> Batch:
     )
 
 
+def pad_sources(sequences: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Source id lists (no EOS) -> (src [B, S] long with EOS appended and PAD after, mask [B, S] bool).
+
+    The inference-time twin of `collate` for sentences that come as text, not from a dataset.
+    """
+    if not sequences:
+        raise ValueError("pad_sources needs at least one sequence")
+    width = max(len(ids) for ids in sequences) + 1
+    src = np.full((len(sequences), width), PAD_ID, dtype=np.int64)
+    for row, ids in enumerate(sequences):
+        src[row, : len(ids)] = ids
+        src[row, len(ids)] = EOS_ID
+    tensor = torch.from_numpy(src).to(device)
+    return tensor, padding_mask(tensor)
+
+
 class TokenBucketSampler(Sampler[list[int]]):
     """Batches of similar-length pairs holding at most `max_tokens` tokens, padding included.
 
