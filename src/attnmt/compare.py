@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from attnmt.data.corpus import read_lines
 from attnmt.errors import DataError
 from attnmt.metrics import paired_significance
 
@@ -147,7 +148,7 @@ def collect(multirun_dir: Path, split: str = "test_2016_flickr", evaluate_missin
 
 
 def _lines(path: str) -> list[str]:
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    return read_lines(path)  # references may be the corpus's own gzipped files
 
 
 def _add_confidence_intervals(records: list[RunRecord]) -> None:
