@@ -9,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from attnmt.config import register_resolvers
-from attnmt.errors import find_user_error
+from attnmt.errors import find_user_error, report_user_error
 
 register_resolvers()
 
@@ -21,11 +21,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except Exception as error:
-        user_error = find_user_error(error)
-        if user_error is None:
-            raise  # a bug: keep the traceback
-        print(f"error: {user_error}", file=sys.stderr)
-        logging.getLogger("attnmt.train").error("error: %s", user_error)  # into the run folder's log too
+        report_user_error(error)  # one line for a user's mistake; a bug is raised again
+        logging.getLogger("attnmt.train").error("error: %s", find_user_error(error))  # into the run folder's log too
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return None  # a sweep goes on with its other jobs; scripts/compare.py lists this one as failed
         sys.exit(2)

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from attnmt.compare import compare
-from attnmt.errors import find_user_error
+from attnmt.errors import report_user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = compare(args.multirun_dir, args.split, args.evaluate, args.beam_size, args.output_dir)
     except Exception as error:
-        user_error = find_user_error(error)
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
+        report_user_error(error)
         return 2
     print(result["files"]["markdown"].read_text(encoding="utf-8"))
     for name, path in result["files"].items():

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from attnmt.config import compose
 from attnmt.data import datamodule as _datamodule  # noqa: F401  (imports lightning before the timer starts)
-from attnmt.errors import find_user_error
+from attnmt.errors import report_user_error
 
 
 def report(overrides: list[str]) -> dict:
@@ -43,10 +43,7 @@ def main(argv: list[str]) -> int:
     try:
         facts = report(argv)
     except Exception as error:
-        user_error = find_user_error(error)
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
+        report_user_error(error)
         return 2
     print(f"tokenizer      {facts['tokenizer']}")
     for split, count in facts["pairs"].items():

@@ -6,6 +6,8 @@ one clear line. Every other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """A problem with the user's input: the message says what, where and what to do."""
@@ -32,3 +34,14 @@ def find_user_error(error: BaseException) -> UserError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def report_user_error(error: BaseException) -> None:
+    """At a command-line boundary: print the UserError behind `error` as one line on stderr.
+
+    Anything else is a bug: it is raised again with its traceback.
+    """
+    user_error = find_user_error(error)
+    if user_error is None:
+        raise error
+    print(f"error: {user_error}", file=sys.stderr)
