@@ -18,7 +18,7 @@ from attnmt.train import train
 from conftest import TINY_SIZES, TINY_VOCAB_SIZE, WRITTEN_VOCAB_SIZE, _find_multi30k
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ["bahdanau", "luong", "luong_dot", "luong_concat", "transformer"]
+FAMILIES = ["bahdanau", "luong", "luong_dot", "luong_concat", "luong_local_m", "luong_local_p", "transformer", "transformer_window"]
 TINY_MODEL = {
     "transformer": ["model.d_model=32", "model.heads=2", "model.ff_size=64", "model.encoder_layers=1", "model.decoder_layers=1"],
     "rnn": [
@@ -31,7 +31,7 @@ SCALARS = ["train/loss", "train/lr", "train/tokens_per_s", "val/loss", "val/ppl"
 
 def tiny_overrides(parallel_dir: Path, cache_dir: Path, output_dir: Path, model: str = "transformer") -> list[str]:
     vocab = TINY_VOCAB_SIZE if _find_multi30k() is not None else WRITTEN_VOCAB_SIZE
-    family = "transformer" if model == "transformer" else "rnn"
+    family = "transformer" if model.startswith("transformer") else "rnn"
     return [
         f"model={model}", *TINY_MODEL[family], "trainer=cpu", "data=parallel_text",
         f"data.corpus.train={parallel_dir}/train", f"data.corpus.val={parallel_dir}/val",

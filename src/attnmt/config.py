@@ -3,6 +3,7 @@
 Resolvers (registered on import):
   ${attnmt.project_root:}   the repository root (env ATTNMT_ROOT overrides), so runs work from any cwd
   ${attnmt.auto_precision:} "bf16-mixed" on a CUDA device that supports it, else "32-true"
+  ${attnmt.auto_workers:}   DataLoader workers: 1 with a GPU, 0 on a CPU-only machine
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ def auto_precision() -> str:
     return "32-true"
 
 
+def auto_workers() -> int:
+    # On a CPU-only machine the worker process competes with training for the same cores:
+    # measured on 2 cores, Transformer 1,457 tok/s with one worker, 1,787 collating in-process.
+    return 1 if torch.cuda.is_available() else 0
+
+
 def register_resolvers() -> None:
-    for name, fn in (("attnmt.project_root", project_root), ("attnmt.auto_precision", auto_precision)):
+    resolvers = (("attnmt.project_root", project_root), ("attnmt.auto_precision", auto_precision),
+                 ("attnmt.auto_workers", auto_workers))
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

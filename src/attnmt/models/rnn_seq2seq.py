@@ -14,6 +14,7 @@ from torch import nn
 
 from attnmt.errors import ConfigError
 from attnmt.modules.attention import build_rnn_attention
+from attnmt.modules.dropout import Dropout
 from attnmt.modules.embeddings import count_parameters, require_dropout, require_positive, tied_embeddings
 from attnmt.modules.rnn import AttentionalDecoder, DecoderState, EncoderOutput, RNNEncoder, check_rnn_type
 
@@ -29,6 +30,8 @@ class RNNSeq2Seq(nn.Module):
                "luong" (RNN first, attend from h_t, h~_t = tanh(W_c [c_t; h_t]))
     score: "additive" / "concat" (v^T tanh(W_q q + W_k k)), "dot", "general" (q^T W_a k)
     input_feeding: Luong only: feed h~_{t-1} into the next RNN input
+    local_attention: None (global) or "monotonic" / "predictive": Luong's local-m / local-p window
+    local_window: the window's half-width D (2D+1 source positions)
     """
 
     def __init__(
@@ -39,6 +42,8 @@ class RNNSeq2Seq(nn.Module):
         attention: str = "luong",
         score: str = "general",
         input_feeding: bool = True,
+        local_attention: str | None = None,
+        local_window: int = 5,
         rnn_type: str = "gru",
         embedding_size: int = 256,
         encoder_hidden_size: int = 128,
@@ -81,7 +86,7 @@ class RNNSeq2Seq(nn.Module):
         self.src_embed, self.tgt_embed = tied_embeddings(
             src_vocab_size, tgt_vocab_size, embedding_size, shared_vocab, tie_embeddings
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.encoder = RNNEncoder(rnn_type, embedding_size, encoder_hidden_size, encoder_layers, dropout)
         query_size = hidden_size
         self.decoder = AttentionalDecoder(
@@ -91,7 +96,7 @@ class RNNSeq2Seq(nn.Module):
             hidden_size=hidden_size,
             num_layers=decoder_layers,
             dropout=dropout,
-            attention=build_rnn_attention(score, query_size, memory_size, attention_size),
+            attention=build_rnn_attention(score, query_size, memory_size, attention_size, local_attention, local_window),
             attend_before_rnn=attention == "bahdanau",
             input_feeding=input_feeding,
             readout_size=readout_size,
@@ -99,7 +104,7 @@ class RNNSeq2Seq(nn.Module):
         self.output = nn.Linear(decoder_readout, tgt_vocab_size)
         if tie_embeddings:
             self.output.weight = self.tgt_embed.weight
-        log.info("RNNSeq2Seq (%s, %s score): %d parameters", attention, score, self.num_parameters())
+        log.info("RNNSeq2Seq (%s, %s score, %s): %d parameters", attention, score, local_attention or "global", self.num_parameters())
 
     def num_parameters(self) -> int:
         return count_parameters(self)

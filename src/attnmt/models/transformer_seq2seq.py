@@ -2,7 +2,9 @@
 
 Pre-norm stacks, sinusoidal positions, embeddings scaled by sqrt(d_model). With
 tie_embeddings and a joint vocabulary one table serves source input, target input and output;
-with separate vocabularies only target input and output are tied.
+with separate vocabularies only target input and output are tied. encoder_window /
+decoder_window turn self-attention into sliding-window attention (modules/sliding_window.py);
+cross-attention always sees the whole source.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from attnmt.errors import ConfigError
+from attnmt.modules.dropout import Dropout
 from attnmt.modules.embeddings import (
     count_parameters,
     require_dropout,
@@ -22,6 +25,7 @@ from attnmt.modules.embeddings import (
     sinusoidal_positions,
     tied_embeddings,
 )
+from attnmt.modules.sliding_window import check_window
 from attnmt.modules.transformer import LayerCache, TransformerDecoder, TransformerEncoder
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ class TransformerSeq2Seq(nn.Module):
         ff_size: int = 1024,
         dropout: float = 0.1,
         tie_embeddings: bool = True,
+        encoder_window: int | None = None,
+        decoder_window: int | None = None,
     ) -> None:
         super().__init__()
         require_positive(
@@ -71,9 +77,11 @@ class TransformerSeq2Seq(nn.Module):
         self.tgt_vocab_size = tgt_vocab_size
         self.d_model = d_model
         self.src_embed, self.tgt_embed = tied_embeddings(src_vocab_size, tgt_vocab_size, d_model, shared_vocab, tie_embeddings)
-        self.dropout = nn.Dropout(dropout)
-        self.encoder = TransformerEncoder(encoder_layers, d_model, heads, ff_size, dropout)
-        self.decoder = TransformerDecoder(decoder_layers, d_model, heads, ff_size, dropout)
+        self.dropout = Dropout(dropout)
+        check_window(encoder_window, "model.encoder_window")
+        check_window(decoder_window, "model.decoder_window")
+        self.encoder = TransformerEncoder(encoder_layers, d_model, heads, ff_size, dropout, encoder_window)
+        self.decoder = TransformerDecoder(decoder_layers, d_model, heads, ff_size, dropout, decoder_window)
         self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
         self._init_embeddings()
         if tie_embeddings:

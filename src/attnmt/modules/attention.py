@@ -3,6 +3,9 @@
     forward(query [B, Tq, Dq], keys [B, Tk, Dk], values [B, Tk, Dv], mask [B, 1|Tq, Tk] bool,
             need_weights=True, ...) -> (context [B, Tq, D], weights [B, H, Tq, Tk] or None)
 
+The RNN attentions also take `projected_keys` (below) and `query_positions` [Tq], the target
+step of each query, which only local attention (modules/local_attention.py) uses.
+
 Masks follow the project convention (True = real token, keep). Padding always gets exactly zero
 weight and a row with no real key at all yields zeros, never NaN, in float32, bf16 and fp16.
 
@@ -60,14 +63,18 @@ class AdditiveAttention(nn.Module):
         mask: torch.Tensor,
         need_weights: bool = True,
         projected_keys: torch.Tensor | None = None,
+        query_positions: torch.Tensor | None = None,  # global attention: every position, so unused
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if projected_keys is None:
             projected_keys = self.precompute(keys)
-        hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + projected_keys.unsqueeze(1))  # [B, Tq, Tk, A]
-        scores = self.energy(hidden).squeeze(-1)  # [B, Tq, Tk]
-        weights = masked_softmax(scores, mask)
+        weights = masked_softmax(self.score(query, projected_keys), mask)  # [B, Tq, Tk]
         context = torch.bmm(weights, values)  # [B, Tq, Dv]
         return context, weights.unsqueeze(1) if need_weights else None
+
+    def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
+        """query [B, Tq, Dq], projected_keys [B, Tk, A] -> unnormalised scores [B, Tq, Tk]."""
+        hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + projected_keys.unsqueeze(1))  # [B, Tq, Tk, A]
+        return self.energy(hidden).squeeze(-1)
 
 
 class DotProductAttention(nn.Module):
@@ -94,24 +101,41 @@ class DotProductAttention(nn.Module):
         mask: torch.Tensor,
         need_weights: bool = True,
         projected_keys: torch.Tensor | None = None,
+        query_positions: torch.Tensor | None = None,  # global attention: every position, so unused
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if projected_keys is None:
             projected_keys = self.precompute(keys)
-        scores = torch.bmm(query, projected_keys.transpose(1, 2))  # [B, Tq, Tk]
-        weights = masked_softmax(scores, mask)
+        weights = masked_softmax(self.score(query, projected_keys), mask)  # [B, Tq, Tk]
         context = torch.bmm(weights, values)  # [B, Tq, Dv]
         return context, weights.unsqueeze(1) if need_weights else None
 
+    def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
+        """query [B, Tq, Dq], projected_keys [B, Tk, Dq] -> unnormalised scores [B, Tq, Tk]."""
+        return torch.bmm(query, projected_keys.transpose(1, 2))
+
 
 def build_rnn_attention(
-    score: str, query_size: int, key_size: int, attention_size: int, config_key: str = "model.score"
-) -> AdditiveAttention | DotProductAttention:
-    """The single-head attention an RNN decoder uses, chosen by its config string."""
+    score: str,
+    query_size: int,
+    key_size: int,
+    attention_size: int,
+    local: str | None = None,
+    local_window: int = 5,
+    config_key: str = "model.score",
+) -> nn.Module:
+    """The single-head attention an RNN decoder uses, chosen by its config strings:
+    `score` the score function, `local` None (global) or a LocalAttention mode with half-width `local_window`."""
     if score in ("additive", "concat"):
-        return AdditiveAttention(query_size, key_size, attention_size)
-    if score in ("dot", "general"):
-        return DotProductAttention(query_size, key_size, bilinear=score == "general", config_key=config_key)
-    raise ConfigError(f"{config_key}={score!r} is not a known attention score; choose one of {', '.join(RNN_SCORES)}")
+        scorer = AdditiveAttention(query_size, key_size, attention_size)
+    elif score in ("dot", "general"):
+        scorer = DotProductAttention(query_size, key_size, bilinear=score == "general", config_key=config_key)
+    else:
+        raise ConfigError(f"{config_key}={score!r} is not a known attention score; choose one of {', '.join(RNN_SCORES)}")
+    if local is None:
+        return scorer
+    from attnmt.modules.local_attention import LocalAttention  # it builds on this module
+
+    return LocalAttention(scorer, query_size, local, local_window, predictor_size=attention_size)
 
 
 class MultiHeadAttention(nn.Module):
@@ -172,9 +196,17 @@ class MultiHeadAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
             if mask is not None:  # rows without any real key: zeros whatever the kernel did
                 context = context.masked_fill(mask.any(dim=-1, keepdim=True).logical_not(), 0.0)
+        return self._merge_heads(context), weights
+
+    def attend_windowed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan) -> torch.Tensor:
+        """Sliding-window self-attention (modules/sliding_window.WindowPlan): q/k/v [B, H, S, d] -> [B, S, D]."""
+        return self._merge_heads(plan.attend(q, k, v, self.dropout if self.training else 0.0))
+
+    def _merge_heads(self, context: torch.Tensor) -> torch.Tensor:
+        """context [B, H, Tq, d] -> output projection of the concatenated heads [B, Tq, D]."""
         batch, _, length, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, length, self.heads * self.head_size)  # [B, Tq, D]
-        return self.out_proj(context), weights
+        return self.out_proj(context)
 
     def forward(
         self,

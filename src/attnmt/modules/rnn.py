@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnmt.errors import ConfigError
+from attnmt.modules.dropout import Dropout
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -80,7 +81,7 @@ class StackedCell(nn.Module):
         self.cells = nn.ModuleList(
             cell_class(input_size if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self, x: torch.Tensor, hidden: tuple[torch.Tensor, ...], cell: tuple[torch.Tensor, ...] | None
@@ -106,7 +107,8 @@ class DecoderState:
 
     memory [B, S, M], projected_keys [B, S, *], src_mask [B, 1, S] bool,
     hidden / cell: per decoder layer [B, H] (cell None for GRU),
-    feed [B, H]: Luong's previous attentional state h~ (None without input feeding).
+    feed [B, H]: Luong's previous attentional state h~ (None without input feeding),
+    position [1] long: the target step the next call decodes (local attention centres on it).
     """
 
     memory: torch.Tensor
@@ -115,6 +117,7 @@ class DecoderState:
     hidden: tuple[torch.Tensor, ...]
     cell: tuple[torch.Tensor, ...] | None
     feed: torch.Tensor | None
+    position: torch.Tensor
 
     def index_select(self, index: torch.Tensor) -> "DecoderState":
         pick = lambda tensors: None if tensors is None else tuple(t.index_select(0, index) for t in tensors)  # noqa: E731
@@ -125,6 +128,7 @@ class DecoderState:
             hidden=pick(self.hidden),
             cell=pick(self.cell),
             feed=None if self.feed is None else self.feed.index_select(0, index),
+            position=self.position,  # every hypothesis is at the same step
         )
 
 
@@ -191,29 +195,34 @@ class AttentionalDecoder(nn.Module):
             hidden=hidden,
             cell=cell,
             feed=feed,
+            position=torch.zeros(1, dtype=torch.long, device=src_mask.device),
         )
 
-    def _attend(self, query: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
-        """query [B, Tq, H] -> (context [B, Tq, M], weights [B, 1, Tq, S])."""
+    def _attend(
+        self, query: torch.Tensor, state: DecoderState, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query [B, Tq, H], positions [Tq] (target steps) -> (context [B, Tq, M], weights [B, 1, Tq, S])."""
         return self.attention(
-            query, state.memory, state.memory, state.src_mask, need_weights=True, projected_keys=state.projected_keys
+            query, state.memory, state.memory, state.src_mask, need_weights=True,
+            projected_keys=state.projected_keys, query_positions=positions,
         )
 
     def step(self, embedded: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """embedded [B, E] (previous target token) -> (readout [B, R], new state, weights [B, S])."""
         if self.attend_before_rnn:
-            context, weights = self._attend(state.hidden[-1].unsqueeze(1), state)  # query s_{t-1}
+            context, weights = self._attend(state.hidden[-1].unsqueeze(1), state, state.position)  # query s_{t-1}
             context = context.squeeze(1)  # [B, M]
             top, hidden, cell = self.rnn(torch.cat([embedded, context], dim=-1), state.hidden, state.cell)
             pre = self.readout(torch.cat([top, context, embedded], dim=-1))  # [B, 2R]
             readout = pre.view(pre.size(0), self.readout_size, 2).amax(dim=-1)  # [B, R]
-            return readout, replace(state, hidden=hidden, cell=cell), weights[:, 0, 0]
+            return readout, replace(state, hidden=hidden, cell=cell, position=state.position + 1), weights[:, 0, 0]
         rnn_input = torch.cat([embedded, state.feed], dim=-1) if self.input_feeding else embedded
         top, hidden, cell = self.rnn(rnn_input, state.hidden, state.cell)
-        context, weights = self._attend(top.unsqueeze(1), state)  # query h_t
+        context, weights = self._attend(top.unsqueeze(1), state, state.position)  # query h_t
         attentional = torch.tanh(self.readout(torch.cat([context.squeeze(1), top], dim=-1)))  # h~_t [B, H]
         feed = attentional if self.input_feeding else None
-        return attentional, replace(state, hidden=hidden, cell=cell, feed=feed), weights[:, 0, 0]
+        next_state = replace(state, hidden=hidden, cell=cell, feed=feed, position=state.position + 1)
+        return attentional, next_state, weights[:, 0, 0]
 
     def forward(self, embedded: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: embedded [B, T, E] -> (readouts [B, T, R], weights [B, T, S])."""
@@ -234,6 +243,7 @@ class AttentionalDecoder(nn.Module):
             top, hidden, cell = self.rnn(embedded_t, hidden, cell)
             tops.append(top)
         top_all = torch.stack(tops, dim=1)  # [B, T, H]
-        context, weights = self._attend(top_all, state)  # [B, T, M], [B, 1, T, S]
+        positions = state.position + torch.arange(top_all.size(1), device=top_all.device)  # [T]
+        context, weights = self._attend(top_all, state, positions)  # [B, T, M], [B, 1, T, S]
         attentional = torch.tanh(self.readout(torch.cat([context, top_all], dim=-1)))  # [B, T, H]
         return attentional, weights[:, 0]

@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from attnmt.modules.attention import MultiHeadAttention
+from attnmt.modules.dropout import Dropout
+from attnmt.modules.sliding_window import WindowPlan
 
 
 class FeedForward(nn.Sequential):
     def __init__(self, d_model: int, ff_size: int, dropout: float) -> None:
-        super().__init__(nn.Linear(d_model, ff_size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_size, d_model))
+        super().__init__(nn.Linear(d_model, ff_size), nn.ReLU(), Dropout(dropout), nn.Linear(ff_size, d_model))
 
 
 class EncoderLayer(nn.Module):
@@ -27,28 +29,38 @@ class EncoderLayer(nn.Module):
         self.self_attention = MultiHeadAttention(d_model, heads, dropout)
         self.ff_norm = nn.LayerNorm(d_model)
         self.feed_forward = FeedForward(d_model, ff_size, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, S, D], mask [B, 1, 1, S] -> [B, S, D]"""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, window: WindowPlan | None = None) -> torch.Tensor:
+        """x [B, S, D], mask [B, 1, 1, S], window: sliding-window plan or None (full attention) -> [B, S, D]"""
         normed = self.self_norm(x)
+        q = self.self_attention.project_query(normed)
         k, v = self.self_attention.project_kv(normed, normed)
-        attended, _ = self.self_attention.attend(self.self_attention.project_query(normed), k, v, mask, need_weights=False)
+        if window is None:
+            attended, _ = self.self_attention.attend(q, k, v, mask, need_weights=False)
+        else:
+            attended = self.self_attention.attend_windowed(q, k, v, window)
         x = x + self.dropout(attended)
         return x + self.dropout(self.feed_forward(self.ff_norm(x)))
 
 
 class TransformerEncoder(nn.Module):
-    def __init__(self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float) -> None:
+    """window: None for full self-attention, or w: each position attends to w positions each side."""
+
+    def __init__(self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float, window: int | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(d_model, heads, ff_size, dropout) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
+        self.window = window
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         """x [B, S, D] embedded source, src_mask [B, S] bool -> memory [B, S, D]"""
         mask = src_mask[:, None, None, :]  # [B, 1, 1, S]
+        plan = None
+        if self.window is not None:  # masks built once for every layer
+            plan = WindowPlan.build(src_mask, self.window, causal=False, batch=x.size(0), length=x.size(1), device=x.device)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, plan)
         return self.final_norm(x)
 
 
@@ -69,15 +81,16 @@ class LayerCache:
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, heads: int, ff_size: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, ff_size: int, dropout: float, window: int | None = None) -> None:
         super().__init__()
+        self.window = window  # causal sliding window of self-attention, None = all previous positions
         self.self_norm = nn.LayerNorm(d_model)
         self.self_attention = MultiHeadAttention(d_model, heads, dropout)
         self.cross_norm = nn.LayerNorm(d_model)
         self.cross_attention = MultiHeadAttention(d_model, heads, dropout)
         self.ff_norm = nn.LayerNorm(d_model)
         self.feed_forward = FeedForward(d_model, ff_size, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def empty_cache(self, memory: torch.Tensor) -> LayerCache:
         """memory [B, S, D] -> cache with cross K/V computed once and empty self K/V."""
@@ -92,20 +105,26 @@ class DecoderLayer(nn.Module):
         src_mask: torch.Tensor,
         need_weights: bool,
         self_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        window: WindowPlan | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
         """x [B, T, D], memory_kv cross K/V [B, H, S, d], src_mask [B, 1, 1, S].
 
-        self_kv None: teacher forcing, causal self-attention over x.
-        self_kv given: incremental step (T = 1), attend over the cache plus x.
+        self_kv None: teacher forcing, causal self-attention over x (windowed when `window` is given).
+        self_kv given: incremental step (T = 1), attend over the cache plus x (its last
+        self.window + 1 positions when the layer has a window).
         -> (output [B, T, D], cross weights [B, H, T, S] or None, self K/V including x)
         """
         normed = self.self_norm(x)
+        q = self.self_attention.project_query(normed)
         k, v = self.self_attention.project_kv(normed, normed)  # [B, H, T, d]
         if self_kv is not None:
             k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)  # [B, H, t+1, d]
-        attended, _ = self.self_attention.attend(
-            self.self_attention.project_query(normed), k, v, None, need_weights=False, is_causal=self_kv is None
-        )
+        if window is not None:  # teacher forcing with a causal sliding window
+            attended = self.self_attention.attend_windowed(q, k, v, window)
+        elif self_kv is not None and self.window is not None:  # one step: the window is the last w+1 positions
+            attended, _ = self.self_attention.attend(q, k[:, :, -self.window - 1 :], v[:, :, -self.window - 1 :], None, False)
+        else:
+            attended, _ = self.self_attention.attend(q, k, v, None, need_weights=False, is_causal=self_kv is None)
         x = x + self.dropout(attended)
         query = self.cross_attention.project_query(self.cross_norm(x))
         attended, weights = self.cross_attention.attend(query, memory_kv[0], memory_kv[1], src_mask, need_weights)
@@ -115,10 +134,13 @@ class DecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    def __init__(self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float) -> None:
+    """window: None for full causal self-attention, or w: each position attends to itself and the w before it."""
+
+    def __init__(self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float, window: int | None = None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d_model, heads, ff_size, dropout) for _ in range(num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(d_model, heads, ff_size, dropout, window) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
+        self.window = window
 
     def init_cache(self, memory: torch.Tensor) -> list[LayerCache]:
         return [layer.empty_cache(memory) for layer in self.layers]
@@ -129,9 +151,12 @@ class TransformerDecoder(nn.Module):
         """Teacher forcing: x [B, T, D], memory [B, S, D], src_mask [B, S]
         -> (hidden [B, T, D], cross-attention [B, L, H, T, S] or None)"""
         mask = src_mask[:, None, None, :]  # [B, 1, 1, S]
+        plan = None
+        if self.window is not None:
+            plan = WindowPlan.build(None, self.window, causal=True, batch=x.size(0), length=x.size(1), device=x.device)
         all_weights = []
         for layer in self.layers:
-            x, weights, _ = layer(x, layer.cross_attention.project_kv(memory, memory), mask, need_weights)
+            x, weights, _ = layer(x, layer.cross_attention.project_kv(memory, memory), mask, need_weights, window=plan)
             all_weights.append(weights)
         return self.final_norm(x), torch.stack(all_weights, dim=1) if need_weights else None
 
