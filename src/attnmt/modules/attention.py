@@ -42,7 +42,39 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return scores.softmax(dim=-1) * mask
 
 
-class AdditiveAttention(nn.Module):
+class SingleHeadAttention(nn.Module):
+    """The forward pass every single-head (RNN) attention shares; subclasses give the scores.
+
+    Subclasses implement `precompute(keys)` (key projections, once per sentence) and
+    `score(query, projected_keys) -> [B, Tq, Tk]`; local attention overrides `attention_weights`.
+    """
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        need_weights: bool = True,
+        projected_keys: torch.Tensor | None = None,
+        query_positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """query [B, Tq, Dq], keys/values [B, Tk, D*], mask [B, 1|Tq, Tk], query_positions [Tq]
+        -> (context [B, Tq, Dv], weights [B, 1, Tq, Tk] or None)."""
+        if projected_keys is None:
+            projected_keys = self.precompute(keys)
+        weights = self.attention_weights(query, projected_keys, mask, query_positions)  # [B, Tq, Tk]
+        context = torch.bmm(weights, values)  # [B, Tq, Dv]
+        return context, weights.unsqueeze(1) if need_weights else None
+
+    def attention_weights(
+        self, query: torch.Tensor, projected_keys: torch.Tensor, mask: torch.Tensor, query_positions: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Global attention: a softmax over every real key (query_positions unused) -> [B, Tq, Tk]."""
+        return masked_softmax(self.score(query, projected_keys), mask)
+
+
+class AdditiveAttention(SingleHeadAttention):
     """Bahdanau (additive / Luong "concat") attention: score(q, k) = v^T tanh(W_q q + W_k k)."""
 
     def __init__(self, query_size: int, key_size: int, attention_size: int) -> None:
@@ -55,29 +87,13 @@ class AdditiveAttention(nn.Module):
         """keys [B, Tk, Dk] -> W_k k [B, Tk, A] (once per source sentence)."""
         return self.key_proj(keys)
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        mask: torch.Tensor,
-        need_weights: bool = True,
-        projected_keys: torch.Tensor | None = None,
-        query_positions: torch.Tensor | None = None,  # global attention: every position, so unused
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if projected_keys is None:
-            projected_keys = self.precompute(keys)
-        weights = masked_softmax(self.score(query, projected_keys), mask)  # [B, Tq, Tk]
-        context = torch.bmm(weights, values)  # [B, Tq, Dv]
-        return context, weights.unsqueeze(1) if need_weights else None
-
     def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
         """query [B, Tq, Dq], projected_keys [B, Tk, A] -> unnormalised scores [B, Tq, Tk]."""
         hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + projected_keys.unsqueeze(1))  # [B, Tq, Tk, A]
         return self.energy(hidden).squeeze(-1)
 
 
-class DotProductAttention(nn.Module):
+class DotProductAttention(SingleHeadAttention):
     """Luong "dot" (score q . k) or, with bilinear=True, "general" (score q . W_a k)."""
 
     def __init__(self, query_size: int, key_size: int, bilinear: bool, config_key: str = "model.score") -> None:
@@ -92,22 +108,6 @@ class DotProductAttention(nn.Module):
     def precompute(self, keys: torch.Tensor) -> torch.Tensor:
         """keys [B, Tk, Dk] -> W_a k [B, Tk, Dq] ("general") or keys unchanged ("dot")."""
         return keys if self.key_proj is None else self.key_proj(keys)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        mask: torch.Tensor,
-        need_weights: bool = True,
-        projected_keys: torch.Tensor | None = None,
-        query_positions: torch.Tensor | None = None,  # global attention: every position, so unused
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if projected_keys is None:
-            projected_keys = self.precompute(keys)
-        weights = masked_softmax(self.score(query, projected_keys), mask)  # [B, Tq, Tk]
-        context = torch.bmm(weights, values)  # [B, Tq, Dv]
-        return context, weights.unsqueeze(1) if need_weights else None
 
     def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
         """query [B, Tq, Dq], projected_keys [B, Tk, Dq] -> unnormalised scores [B, Tq, Tk]."""

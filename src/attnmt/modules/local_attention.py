@@ -1,8 +1,9 @@
 """Luong et al. (2015) local attention: each target step looks at a window of the source.
 
 LocalAttention wraps one of the single-head score attentions (dot, general, concat / additive)
-and keeps the attention interface; it also takes `query_positions`, the target step t of each
-query, which the decoder keeps in its state.
+and keeps their forward pass (attention.SingleHeadAttention), replacing only how scores become
+weights; it uses `query_positions`, the target step t of each query, which the decoder keeps
+in its state.
 
 - monotonic (local-m): window centre p_t = t, clamped to the sentence's last real position so a
   target longer than its source still attends to something.
@@ -19,12 +20,12 @@ import torch
 from torch import nn
 
 from attnmt.errors import ConfigError
-from attnmt.modules.attention import masked_softmax
+from attnmt.modules.attention import SingleHeadAttention, masked_softmax
 
 LOCAL_MODES = ("monotonic", "predictive")
 
 
-class LocalAttention(nn.Module):
+class LocalAttention(SingleHeadAttention):
     def __init__(
         self,
         scorer: nn.Module,
@@ -57,30 +58,19 @@ class LocalAttention(nn.Module):
         gate = torch.sigmoid(self.position_energy(torch.tanh(self.position_proj(query)))).squeeze(-1)  # [B, Tq]
         return lengths * gate
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        mask: torch.Tensor,
-        need_weights: bool = True,
-        projected_keys: torch.Tensor | None = None,
-        query_positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """query [B, Tq, Dq], keys/values [B, S, D*], mask [B, 1|Tq, S] (True = real),
-        query_positions [Tq] long (target step of each query)
-        -> (context [B, Tq, Dv], weights [B, 1, Tq, S] or None)."""
+    def attention_weights(
+        self, query: torch.Tensor, projected_keys: torch.Tensor, mask: torch.Tensor, query_positions: torch.Tensor | None
+    ) -> torch.Tensor:
+        """query [B, Tq, Dq], projected_keys [B, S, *], mask [B, 1|Tq, S] (True = real),
+        query_positions [Tq] long (target step of each query) -> weights [B, Tq, S]."""
         if query_positions is None:
             raise ValueError("local attention needs query_positions (the target step of each query)")
-        if projected_keys is None:
-            projected_keys = self.precompute(keys)
         centres = self.centres(query, mask, query_positions)  # [B, Tq]
-        source_positions = torch.arange(keys.size(1), device=query.device, dtype=query.dtype)  # [S]
+        source_positions = torch.arange(projected_keys.size(1), device=query.device, dtype=query.dtype)  # [S]
         distance = source_positions - centres.unsqueeze(-1)  # [B, Tq, S]
         in_window = distance.abs() <= self.half_width  # [B, Tq, S]
         weights = masked_softmax(self.scorer.score(query, projected_keys), mask & in_window)  # [B, Tq, S]
         if self.mode == "predictive":
             sigma = self.half_width / 2
             weights = weights * torch.exp(-distance.square() / (2 * sigma**2))
-        context = torch.bmm(weights, values)  # [B, Tq, Dv]
-        return context, weights.unsqueeze(1) if need_weights else None
+        return weights

@@ -28,11 +28,16 @@ def check_window(window: int | None, config_key: str) -> None:
         raise ConfigError(f"{config_key}={window!r} must be null (full attention) or a positive number of positions")
 
 
-def band(length_q: int, length_k: int, window: int, causal: bool, device: torch.device, offset: int = 0) -> torch.Tensor:
-    """[Tq, Tk] bool, True where key j is within `window` of query i (+ offset): |i + offset - j| <= w."""
-    relative = torch.arange(length_k, device=device)[None, :] - torch.arange(length_q, device=device)[:, None] - offset
+def band(length_q: int, length_k: int, window: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """[Tq, Tk] bool, True where key j is within `window` of query i: |i - j| <= w (and j <= i if causal)."""
+    relative = torch.arange(length_k, device=device)[None, :] - torch.arange(length_q, device=device)[:, None]
     keep = relative.abs() <= window
     return keep & (relative <= 0) if causal else keep
+
+
+def keys_around_block(window: int, causal: bool) -> tuple[int, int]:
+    """Blocked path: keys before and after a block of w queries: (w, w), or (w, 0) when causal."""
+    return window, 0 if causal else window
 
 
 @dataclass
@@ -45,9 +50,9 @@ class WindowPlan:
 
     window: int
     causal: bool
-    length: int
     blocked: bool
     mask: torch.Tensor
+
 
     @classmethod
     def build(cls, key_mask: torch.Tensor | None, window: int, causal: bool, batch: int, length: int,
@@ -59,9 +64,9 @@ class WindowPlan:
         if not blocked:
             keep = band(length, length, window, causal, device) & valid[:, None, :]  # [B, S, S]
             keep = keep | torch.eye(length, dtype=torch.bool, device=device)  # a query always sees itself
-            return cls(window, causal, length, False, keep.unsqueeze(1))
+            return cls(window, causal, False, keep.unsqueeze(1))
         w, n = window, -(-length // window)
-        behind, ahead = w, 0 if causal else w
+        behind, ahead = keys_around_block(window, causal)
         key_span = behind + w + ahead
         padded = F.pad(valid, (behind, n * w - length + ahead), value=False)  # [B, behind + n*w + ahead]
         key_valid = padded.unfold(1, key_span, w)  # [B, n, K]
@@ -71,7 +76,7 @@ class WindowPlan:
             in_band &= relative <= 0
         keep = in_band & key_valid[:, :, None, :]  # [B, n, w, K]
         keep = keep | (relative == 0)  # a query always sees itself
-        return cls(window, causal, length, True, keep.flatten(0, 1).unsqueeze(1))
+        return cls(window, causal, True, keep.flatten(0, 1).unsqueeze(1))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
         """q, k, v [B, H, S, d] -> context [B, H, S, d]."""
@@ -79,7 +84,7 @@ class WindowPlan:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, dropout_p=dropout)
         batch, heads, length, size = q.shape
         w, n = self.window, -(-length // self.window)
-        behind, ahead = w, 0 if self.causal else w
+        behind, ahead = keys_around_block(w, self.causal)
 
         def key_windows(x: torch.Tensor) -> torch.Tensor:  # [B, H, S, d] -> [B * n, H, K, d]
             x = F.pad(x, (0, 0, behind, n * w - length + ahead))  # [B, H, behind + n*w + ahead, d]
