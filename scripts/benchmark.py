@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's choice)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"], help="bf16-mixed: bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile the Transformer (no effect on RNNs)")
+    parser.add_argument("--no-retain-memory", action="store_true",
+                        help="keep glibc's malloc defaults (training reuses freed memory: see attnmt/cpu_memory.py)")
     parser.add_argument("--decode-sentences", type=int, default=200, help="first N val sentences decoded (0: skip)")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="FAMILY=PATH",
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None, quiet: bool = False) -> int:
     settings = Settings(
         families=args.families, devices=args.device, modes=args.modes, steps=args.steps, warmup=args.warmup,
         max_tokens=args.max_tokens, threads=args.threads, precision=args.precision, compile=args.compile,
+        retain_memory=not args.no_retain_memory,
         decode_sentences=args.decode_sentences, beam_size=args.beam_size, checkpoints=checkpoints,
         overrides=tuple(args.overrides),
     )

@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 
 from attnmt.callbacks import ThroughputMonitor
 from attnmt.config import CONFIG_DIR, compose
+from attnmt.cpu_memory import retain_freed_memory
 from attnmt.data.batch import Batch
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.errors import CheckpointError, ConfigError
@@ -68,6 +69,7 @@ class Settings:
     threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     precision: str = "32"
     compile: bool = False  # torch.compile the Transformer's model
+    retain_memory: bool = True  # cpu_memory.retain_freed_memory(), as training does (False: glibc's defaults)
     decode_sentences: int = 200
     beam_size: int = 5
     checkpoints: dict[str, str] = field(default_factory=dict)  # family -> .ckpt whose weights decode
@@ -381,7 +383,8 @@ def run(settings: Settings, progress: Callable[[dict], None] | None = None) -> d
     settings.check()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    report = {"machine": machine(), "settings": asdict(settings), "runs": []}
+    retained = retain_freed_memory() if settings.retain_memory else False
+    report = {"machine": {**machine(), "malloc_retains_freed_memory": retained}, "settings": asdict(settings), "runs": []}
     with tempfile.TemporaryDirectory(prefix="attnmt-bench-") as output_dir:
         for device_name in dict.fromkeys(settings.devices):
             device = resolve_device(device_name)

@@ -1,4 +1,5 @@
-"""Training callbacks that are not in Lightning: throughput without host syncs, graceful shutdown."""
+"""Training callbacks that are not in Lightning: throughput without host syncs, graceful shutdown,
+reuse of freed CPU memory."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from attnmt.cpu_memory import retain_freed_memory
 from attnmt.data.batch import Batch
 
 log = logging.getLogger("attnmt.train")
@@ -93,3 +95,15 @@ class GracefulShutdown(L.Callback):
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             log.warning("%s: saved %s at step %d; resume with ckpt_path=%s", why, path, trainer.global_step, path)
+
+
+class RetainFreedMemory(L.Callback):
+    """Calls `cpu_memory.retain_freed_memory()` in every training process (DDP ranks included).
+
+    On the CPU it makes the large per-step tensors reuse freed memory instead of fresh pages from
+    the kernel (training steps ~35-50% faster on the project's 2-core VM); harmless with a GPU.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cpu" and not retain_freed_memory():
+            log.debug("malloc thresholds unchanged (not glibc)")

@@ -28,6 +28,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from attnmt.cpu_memory import retain_freed_memory
 from attnmt.data.batching import TokenBucketSampler, pad_sources
 from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import CheckpointError, ConfigError, DataError, UserError
@@ -73,6 +74,8 @@ def load_model(path: str | Path, device: torch.device):
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder: give a .ckpt file (e.g. {path}/checkpoints/last.ckpt)")
     model, tokenizer, hparams = load_for_inference(path, map_location="cpu")
+    if device.type == "cpu":
+        retain_freed_memory()  # beam search's per-step tensors reuse memory (attnmt/cpu_memory.py)
     return model.to(device).eval(), tokenizer, hparams
 
 
