@@ -66,6 +66,21 @@ def test_same_seed_and_epoch_same_batches(lengths) -> None:
     assert list(other_seed) != list(a)
 
 
+def test_resume_skips_trained_batches_and_moves_past_a_finished_epoch(lengths) -> None:
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=5)
+    reference = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=5)
+    reference.set_epoch(2)
+    epoch_2 = list(reference)
+    sampler.resume(2, 3)
+    assert list(sampler) == epoch_2[3:]
+    assert list(sampler) == epoch_2  # the skip applies to one iteration only
+    # saved after the last batch of epoch 2: iterating (before any set_epoch) gives epoch 3 whole
+    sampler.resume(2, len(epoch_2))
+    reference.set_epoch(3)
+    assert sampler.epoch == 3 and list(sampler) == list(reference)
+
+
 def test_training_shards_are_disjoint_and_even(lengths) -> None:
     src, tgt = lengths
     ranks = [TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=1, num_replicas=2, rank=r) for r in (0, 1)]

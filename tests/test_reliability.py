@@ -75,6 +75,35 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tiny_
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
+def test_resume_from_a_checkpoint_written_at_an_epochs_last_batch(tiny_parallel_dir, cache_dir, tmp_path):
+    """A step checkpoint after the last batch of an epoch: the resumed run starts the next epoch
+    (next shuffle, batch 0) and ends with the uninterrupted run's weights."""
+    from hydra.utils import instantiate
+
+    overrides = tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "transformer") + LONG_RUN + [
+        "callbacks.model_checkpoint.every_n_train_steps=1"]
+    datamodule = instantiate(compose(overrides).data)
+    datamodule.setup("fit")
+    epoch_length = len(datamodule.train_dataloader())
+    total = epoch_length + 3
+
+    def run(folder: str, steps: int, *extra: str) -> dict:
+        return train(compose([o.replace(str(tmp_path), str(tmp_path / folder)) for o in overrides]
+                             + [f"trainer.max_steps={steps}", *extra]))
+
+    run("straight", total)
+    run("stopped", epoch_length)  # its last.ckpt is the one written after the epoch's last batch
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    assert _step_of(last) == epoch_length
+    metrics = run("stopped", total, f"ckpt_path={last}")
+    assert metrics["global_step"] == total
+    expected = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    got = torch.load(last, map_location="cpu", weights_only=False)
+    assert got["epoch"] == expected["epoch"] == 1
+    for name in expected["state_dict"]:
+        torch.testing.assert_close(got["state_dict"][name], expected["state_dict"][name], rtol=0, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("signum, says", [(signal.SIGTERM, "SIGTERM: saved"), (signal.SIGINT, "interrupt: saved")])
 def test_sigterm_and_sigint_save_last_checkpoint_and_exit_cleanly(signum, says, tiny_parallel_dir, cache_dir, tmp_path):
     overrides = tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "bahdanau") + LONG_RUN + [

@@ -214,8 +214,13 @@ class TokenBucketSampler(Sampler[list[int]]):
         """Continue epoch `epoch` after its first `batches_done` batches (restart from a checkpoint).
 
         `len()` stays the full epoch's count, as Lightning's batch counter resumes at batches_done;
-        only the next iteration of that epoch is shortened.
+        only the next iteration of that epoch is shortened. A checkpoint written after the epoch's
+        last batch resumes at the start of the next epoch: Lightning creates the loader's iterator
+        before it moves the sampler to that epoch, so the next epoch's order must be set here.
         """
+        self.epoch = epoch
+        if batches_done >= len(self.batches()):
+            epoch, batches_done = epoch + 1, 0
         self.epoch, self._resume = epoch, (epoch, batches_done)
 
     def _cut(self, order: np.ndarray) -> list[list[int]]:
