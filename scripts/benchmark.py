@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", type=_names, default=("model", "lightning"), help="model, lightning or both")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per family and mode")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each mode this often, interleaved, and report the median (shared machines drift)")
     parser.add_argument("--max-tokens", type=int, default=4096, help="tokens per training batch, padding included")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's choice)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"], help="bf16-mixed: bf16 autocast")
@@ -83,9 +85,8 @@ def main(argv: list[str] | None = None, quiet: bool = False) -> int:
         checkpoints[family] = path
     settings = Settings(
         families=args.families, devices=args.device, modes=args.modes, steps=args.steps, warmup=args.warmup,
-        max_tokens=args.max_tokens, threads=args.threads, precision=args.precision, compile=args.compile,
-        retain_memory=not args.no_retain_memory,
-        decode_sentences=args.decode_sentences, beam_size=args.beam_size, checkpoints=checkpoints,
+        repeats=args.repeats, max_tokens=args.max_tokens, threads=args.threads, precision=args.precision,
+        compile=args.compile, retain_memory=not args.no_retain_memory, decode_sentences=args.decode_sentences, beam_size=args.beam_size, checkpoints=checkpoints,
         overrides=tuple(args.overrides),
     )
     def save(report: dict) -> None:  # after every family: a run cut short keeps what it measured

@@ -102,6 +102,20 @@ def test_table_lists_every_measurement(report):
             assert any(line.split()[:3] == [family, "cpu", mode] for line in lines), (family, mode)
 
 
+def test_repeats_report_the_median_run_of_interleaved_measurements(bench_dirs):
+    report = run(tiny_settings(*bench_dirs, families=("luong",), repeats=3, decode_sentences=0))
+    train = _runs(report, "train")
+    assert set(train) == {("luong", "model"), ("luong", "lightning")}
+    for record in train.values():
+        runs = record["tokens_per_s_runs"]
+        assert record["repeats"] == len(runs) == 3
+        assert record["tokens_per_s"] == sorted(runs)[1]  # the median run, with its own consistent figures
+        assert record["tokens_per_s"] == pytest.approx(record["tokens"] / record["seconds"])
+    row = next(line for line in format_table(report).splitlines() if line.split()[:3] == ["luong", "cpu", "model"])
+    runs = train[("luong", "model")]["tokens_per_s_runs"]
+    assert f"({min(runs):,.0f}-{max(runs):,.0f})" in row
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_cuda_is_skipped_cleanly_without_a_gpu(bench_dirs):
     report = run(tiny_settings(*bench_dirs, devices=("cuda",)))
@@ -131,6 +145,7 @@ def test_script_prints_the_table_and_writes_json(bench_dirs, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--families", "nope"], "unknown model config 'nope'"),
     (["--steps", "0"], "--steps must be at least 1"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
     (["--device", "cpu", "--", "model.no_such_key=3"], "model.no_such_key"),
 ])
 def test_script_mistakes_exit_2_with_one_line(args, message, capsys):

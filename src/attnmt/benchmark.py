@@ -65,6 +65,7 @@ class Settings:
     modes: tuple[str, ...] = MODES
     steps: int = 20
     warmup: int = 3
+    repeats: int = 1  # measure each mode this often (interleaved) and report the median run
     max_tokens: int = 4096
     threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     precision: str = "32"
@@ -89,7 +90,7 @@ class Settings:
                 raise ConfigError(f"--modes: {mode!r} must be one of {', '.join(MODES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r} must be one of {', '.join(PRECISIONS)}")
-        for name in ("steps", "warmup", "max_tokens", "beam_size"):
+        for name in ("steps", "warmup", "repeats", "max_tokens", "beam_size"):
             if getattr(self, name) < 1:  # warm-up >= 1: the timed window starts after a finished step
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.decode_sentences < 0 or (self.threads is not None and self.threads < 1):
@@ -338,20 +339,33 @@ def benchmark_family(family: str, settings: Settings, device: torch.device, outp
     compile_model = settings.compile and reference_key(cfg) == "transformer"
     common = {"max_tokens": int(cfg.data.max_tokens), "precision": settings.precision, "compile": compile_model,
               "warmup": settings.warmup, "threads": torch.get_num_threads()}
-    records, task = [], None
-    for mode in settings.modes:
-        task = None  # free the previous mode's model before the next peak-memory window
-        gc.collect()
-        task = build(cfg, datamodule, device, compile_model)
-        measure = measure_model_loop if mode == "model" else measure_lightning
-        record = measure(family, task, cfg, datamodule, settings, device)
-        record.update(common, parameters=count_parameters(task.model), reference=reference_key(cfg))
-        records.append(record)
+    measured: dict[str, list[dict]] = {mode: [] for mode in settings.modes}
+    task = None
+    for _ in range(settings.repeats):  # modes interleaved: a slow minute of a shared machine hits them all
+        for mode in settings.modes:
+            task = None  # free the previous model before the next peak-memory window
+            gc.collect()
+            task = build(cfg, datamodule, device, compile_model)
+            measure = measure_model_loop if mode == "model" else measure_lightning
+            record = measure(family, task, cfg, datamodule, settings, device)
+            record.update(common, parameters=count_parameters(task.model), reference=reference_key(cfg))
+            measured[mode].append(record)
+    records = [median_run(runs) for runs in measured.values()]
     if settings.decode_sentences:
         task = task or build(cfg, datamodule, device, compile_model=False)
         model, weights = decode_model(task, settings, family, datamodule, device)
         records += measure_decoding(model, weights, family, cfg, datamodule, settings, device)
     return records
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (the slower middle one for an even count), so its figures
+    stay consistent with each other, plus every run's tokens/s and the highest peak memory."""
+    ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median.update(repeats=len(runs), tokens_per_s_runs=[r["tokens_per_s"] for r in runs],
+                  peak_memory_mb=max(r["peak_memory_mb"] for r in runs))
+    return median
 
 
 def add_reference_ratios(record: dict) -> dict:
@@ -405,7 +419,10 @@ def format_table(report: dict) -> str:
     for r in report["runs"]:
         if r["kind"] == "train":
             ratio = f"{r['ratio_to_reference']:.2f}x (>={r['target_ratio']:g}x)" if "ratio_to_reference" in r else "-"
-            rows.append((r["family"], r["device"], r["mode"], f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_step']:,.1f}",
+            speed = f"{r['tokens_per_s']:,.0f}"
+            if r.get("repeats", 1) > 1:  # median (slowest-fastest)
+                speed += f" ({min(r['tokens_per_s_runs']):,.0f}-{max(r['tokens_per_s_runs']):,.0f})"
+            rows.append((r["family"], r["device"], r["mode"], speed, f"{r['ms_per_step']:,.1f}",
                          f"{r['peak_memory_mb']:,.0f}", f"{r['parameters'] / 1e6:.2f}M", ratio))
     decode = [("family", "device", "search", "sent/s", "out tok/s", "mean len", "weights")]
     for r in report["runs"]:
