@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None, quiet: bool = False) -> int:
     settings = Settings(
         families=args.families, devices=args.device, modes=args.modes, steps=args.steps, warmup=args.warmup,
         repeats=args.repeats, max_tokens=args.max_tokens, threads=args.threads, precision=args.precision,
-        compile=args.compile, retain_memory=not args.no_retain_memory, decode_sentences=args.decode_sentences, beam_size=args.beam_size, checkpoints=checkpoints,
-        overrides=tuple(args.overrides),
+        compile=args.compile, retain_memory=not args.no_retain_memory, decode_sentences=args.decode_sentences,
+        beam_size=args.beam_size, checkpoints=checkpoints, overrides=tuple(args.overrides),
     )
     def save(report: dict) -> None:  # after every family: a run cut short keeps what it measured
         if args.output is not None:

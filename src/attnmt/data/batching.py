@@ -220,8 +220,8 @@ class TokenBucketSampler(Sampler[list[int]]):
         """
         self.epoch = epoch
         if batches_done >= len(self.batches()):
-            epoch, batches_done = epoch + 1, 0
-        self.epoch, self._resume = epoch, (epoch, batches_done)
+            self.epoch, batches_done = epoch + 1, 0
+        self._resume = (self.epoch, batches_done)
 
     def _cut(self, order: np.ndarray) -> list[list[int]]:
         batches, current, widest = [], [], 0
