@@ -3,8 +3,9 @@
     python scripts/download_data.py --langs en fr de --splits train val test_2016_flickr
     python scripts/download_data.py --local-dir /mnt/corpora/multi30k   # copy instead of downloading
 
-Prints one row per file (status: cached / copied / downloaded). Mistakes a user can fix print one
-line on stderr and exit with code 2.
+Prints one row per file (status: cached / copied / downloaded / FAILED), then one `error:` line on
+stderr per file that failed (missing, corrupt: the message names the file), and exits with code 2
+if any did.
 """
 
 from __future__ import annotations
@@ -27,23 +28,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fetch every requested file, report each one (also after a failure), exit 2 if any failed."""
     args = parse_args(argv)
-    rows = []
-    try:
-        for split in args.splits:
-            for lang in args.langs:
-                if split in SPLITS and lang in LANGS and f"{split}.{lang}.gz" not in CHECKSUMS:
-                    rows.append((f"{split}.{lang}.gz", "-", "not published", ""))
-                    continue
+    rows, errors = [], []
+    for split in args.splits:
+        for lang in args.langs:
+            if split in SPLITS and lang in LANGS and f"{split}.{lang}.gz" not in CHECKSUMS:
+                rows.append((f"{split}.{lang}.gz", "-", "not published", ""))
+                continue
+            try:
                 path, how = fetch_file(split, lang, args.cache_dir, args.local_dir)
-                rows.append((path.name, str(CHECKSUMS[path.name][0]), how, str(path)))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    widths = [max(len(row[i]) for row in [("file", "lines", "status", "path"), *rows]) for i in range(4)]
-    for row in [("file", "lines", "status", "path"), *rows]:
+            except UserError as err:
+                rows.append((f"{split}.{lang}.gz", "-", "FAILED", ""))
+                errors.append(str(err))
+                continue
+            rows.append((path.name, str(CHECKSUMS[path.name][0]), how, str(path)))
+    header = ("file", "lines", "status", "path")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return 0
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if len(errors) > 1:
+        print(f"error: {len(errors)} of {len(rows)} files failed (listed above)", file=sys.stderr)
+    return 2 if errors else 0
 
 
 if __name__ == "__main__":

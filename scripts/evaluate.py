@@ -4,6 +4,8 @@
     python scripts/evaluate.py RUN_DIR --split val test_2016_flickr --beam-size 5 1
     python scripts/evaluate.py CKPT --src my.en --ref my.fr --name mytest
     python scripts/evaluate.py RUN_B --compare-with RUN_A/eval/test_2016_flickr.beam5.hyp
+    python scripts/evaluate.py RUN_DIR --alignment                  # + attention as word alignment (AER per layer/head)
+    python scripts/evaluate.py RUN_DIR --gold-alignment test.e test.f test.wa.nullalign --gold-name hansards
 
 A thin command line over attnmt.evaluate (where the outputs are described); works from any
 directory. Mistakes a user can fix print one line on stderr and exit with code 2.
@@ -43,6 +45,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-with", help="hypotheses of another system on the same split: paired significance test")
     parser.add_argument("--significance-test", choices=("bs", "ar"), default="bs",
                         help="bs = paired bootstrap (default), ar = approximate randomisation")
+    align = parser.add_argument_group("attention as word alignment")
+    align.add_argument("--alignment", action="store_true",
+                       help="score cross-attention (every layer and head) as word alignment: AER/precision/recall against "
+                            "statistical reference alignments, teacher-forced on the reference and on the model's output")
+    align.add_argument("--alignment-threshold", type=float,
+                       help="also score every link with word-level attention >= this weight (besides the argmax links)")
+    align.add_argument("--alignment-backend", choices=("ibm2", "eflomal"), default="ibm2",
+                       help="the reference aligner: ibm2 = the project's numpy IBM1+2 (default), eflomal = the optional extra")
+    align.add_argument("--gold-alignment", nargs=3, metavar=("SRC_TEXT", "TGT_TEXT", "LINKS"),
+                       help="human alignments in the HLT-NAACL 2003 format (e.g. Hansards test.e test.f test.wa.nullalign): "
+                            "teacher-forced AER reported separately")
+    align.add_argument("--gold-name", default="gold", help="label of the gold set in metrics.json and TensorBoard (default gold)")
+    align.add_argument("--gold-reversed", action="store_true",
+                       help="the links file gives the model's target-side position first")
     return parser.parse_args(argv)
 
 
@@ -54,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.splits, args.src, args.ref, args.name, tuple(args.beam_size), args.alpha,
             args.max_len_a, args.max_len_b, args.max_tokens, args.device, args.output_dir, args.num_maps,
             args.merge_subwords, args.head_grid_layer, args.compare_with, args.significance_test,
+            alignment=args.alignment, alignment_threshold=args.alignment_threshold, alignment_backend=args.alignment_backend,
+            gold_alignment=args.gold_alignment, gold_name=args.gold_name, gold_reversed=args.gold_reversed,
         )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

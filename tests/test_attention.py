@@ -77,15 +77,24 @@ def test_additive_score_matches_the_formula() -> None:
     torch.testing.assert_close(weights[b, 0, i], scores.softmax(-1))
 
 
-def test_dot_and_general_scores_match_the_formula() -> None:
+@pytest.mark.parametrize("scaled", [True, False])
+def test_dot_and_general_scores_match_the_formula(scaled: bool) -> None:
     query, memory = inputs()
-    dot = DotProductAttention(D, D, bilinear=False)
-    general = DotProductAttention(D, D, bilinear=True)
+    scale = D**-0.5 if scaled else 1.0  # scaled (the default): divided by sqrt(key width)
+    dot = DotProductAttention(D, D, bilinear=False, scaled=scaled)
+    general = DotProductAttention(D, D, bilinear=True, scaled=scaled)
     _, dot_weights = dot(query, memory, memory, key_mask())
     _, general_weights = general(query, memory, memory, key_mask())
-    torch.testing.assert_close(dot_weights[0, 0, 2], (memory[0] @ query[0, 2]).softmax(-1))
+    torch.testing.assert_close(dot_weights[0, 0, 2], (scale * memory[0] @ query[0, 2]).softmax(-1))
     bilinear = memory[0] @ general.key_proj.weight.T @ query[0, 2]
-    torch.testing.assert_close(general_weights[0, 0, 2], bilinear.softmax(-1))
+    torch.testing.assert_close(general_weights[0, 0, 2], (scale * bilinear).softmax(-1))
+
+
+def test_scaling_is_the_default() -> None:
+    query, memory = inputs()
+    default = DotProductAttention(D, D, bilinear=False)
+    _, weights = default(query, memory, memory, key_mask())
+    torch.testing.assert_close(weights[0, 0, 2], (D**-0.5 * memory[0] @ query[0, 2]).softmax(-1))
 
 
 def test_multihead_sdpa_and_explicit_paths_agree() -> None:

@@ -170,3 +170,18 @@ def test_large_vocabulary_uses_int32(tmp_path: Path) -> None:
     write_token_cache(tmp_path / "ids", [[40000, 1]], [[2]], positions=[0], vocab_size=50000)
     assert TokenPairDataset(tmp_path / "ids")[0][1].tolist() == [40000, 1]
     assert np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r").dtype == np.int32
+
+
+@pytest.mark.parametrize("max_tokens", [1, 37, 300, 5000])
+def test_numpy_cut_matches_the_greedy_loop(lengths, max_tokens: int) -> None:
+    """Sorted orders are cut in numpy (a window per batch); the result is the plain greedy loop's."""
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, max_tokens=max_tokens)
+    rng = np.random.default_rng(max_tokens)
+    ascending = np.lexsort((rng.random(len(src)), tgt, src, sampler.cost))
+    for order in (ascending, ascending[::-1].copy(), rng.permutation(len(src))):
+        fast = [b.tolist() for b in sampler._cut(order)]
+        assert fast == sampler._cut_loop(order)
+    for shuffle in (True, False):
+        batches = list(TokenBucketSampler(src, tgt, max_tokens=max_tokens, shuffle=shuffle))
+        assert all(isinstance(i, int) for i in batches[0])  # the loader gets plain index lists

@@ -52,6 +52,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory, parallel_dir: Path) -> d
             overrides = tiny_overrides(parallel_dir, root / "cache", run, model) + extra + [
                 f"++data.corpus.test={{test: {parallel_dir}/test}}", f"+variant={model}", "debug=limit",
                 "optim.scheduler.warmup_steps=5", "optim.optimizer.lr=5e-3",  # 10 steps: output beyond one repeated piece
+                *(["model.init=pytorch"] if model == "transformer" else []),  # xavier: a 10-step model still emits only </s>
                 "task.val_decode.max_len_a=0.5", 'task.probes=["The cat sat on the mat."]',
             ]
             cfg = compose(overrides)
@@ -179,7 +180,9 @@ def test_pngs_decode_with_the_figure_sizes(evaluated) -> None:
             heads = TRANSFORMER_HEADS if "heads_layer" in png else 1
             figure = attention_figure(torch.zeros(heads, len(tgt), len(src)).squeeze(0), src, tgt)
             width, height = (figure.get_size_inches() * figure.dpi).round().astype(int)
-            assert mpimg.imread(png).shape[:2] == (height, width)
+            png_height, png_width = mpimg.imread(png).shape[:2]
+            # the same cell size; the saved figure's title (variant, step, translation) adds a few lines
+            assert png_width == width and height <= png_height <= height + 4 * 0.22 * figure.dpi
 
 
 def test_custom_pair_statistics_and_rows(runs, tiny_parallel_dir, tmp_path) -> None:
@@ -220,7 +223,7 @@ def test_metrics_merge_compare_and_rerun_replaces_events(evaluated, tmp_path, ca
         assert 0 <= result["p_value"] <= 1
         assert result["system_ci"][0] <= result["system_mean"] <= result["system_ci"][1]
     # the same run again replaces its TensorBoard events instead of adding a second copy
-    assert len(list((run / "tensorboard" / "eval" / "test" / "greedy").glob("events.out.tfevents.*"))) == 1
+    assert len(list((run / "tensorboard" / "eval" / "test" / "beam5").glob("events.out.tfevents.*"))) == 1
     # the references as a "system" beat the tiny model's output: 100 BLEU, significant
     hyps = beam_hyps.read_text().split("\n")[:-1]
     refs = Path(summary["results"]["test/greedy"]["reference_file"]).read_text().split("\n")[:-1]
@@ -270,3 +273,128 @@ def test_checkpoint_resolution(runs, tmp_path) -> None:
     bare.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
     with pytest.raises(ConfigError, match="not inside a run's checkpoints/ folder"):
         evaluate(bare)  # no run config: only --src/--ref can say what to decode
+
+
+def test_alignment_scores_every_layer_and_head_and_gold_files(runs, tmp_path, capsys) -> None:
+    """--alignment on the tiny transformer (2 layers x 2 heads): cached reference alignments, AER per
+    layer/head teacher-forced and on the output, metrics.json, TensorBoard, outlined maps; then a
+    gold file made of one head's own links must give that head an AER of exactly 0."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from attnmt.alignment.attention import attention_links, teacher_forced_attention, word_attention
+    from attnmt.translate import load_model, pick_device
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["transformer"], run)
+    output = tmp_path / "out"
+    args = [str(run), "--beam-size", "5", "--num-maps", "1", "--output-dir", str(output), *SHORT_ARGS, "--alignment",
+            "--alignment-threshold", "0.3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "alignment test/beam5 teacher-forced AER: best layer_" in printed and "diagonal baseline" in printed
+    entry = json.loads((output / "metrics.json").read_text())["test/beam5"]["alignment"]
+    reference = entry["reference"]
+    assert reference["backend"] == "ibm2" and reference["heuristic"] == "grow-diag-final-and" and not reference["cache_hit"]
+    folder = Path(reference["folder"])
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert folder.parent == Path(config.data.cache_dir)  # derived data lives in the run's data cache, keyed by inputs
+    assert len((folder / "links.txt").read_text().splitlines()) == TINY_SIZES["test"]
+    assert reference["train_pairs"] == TINY_SIZES["train"]
+    hyps = (output / "test.beam5.hyp").read_text().splitlines()
+    kinds = ("teacher_forced", "output") if any(hyps) else ("teacher_forced",)  # a 10-step model may output nothing
+    assert entry["output"]["sentences"] == sum(1 for h in hyps if h)
+    for kind in kinds:
+        result = entry[kind]
+        assert sorted(result["argmax"]) == [f"layer_{i}" for i in range(TRANSFORMER_LAYERS)]
+        for by_head in result["argmax"].values():
+            assert sorted(by_head) == ["head_0", "head_1", "mean"]
+            for values in by_head.values():
+                assert 0 <= values["aer"] <= 1 and 0 <= values["recall"] <= 1
+        assert result["best"]["aer"] == min(v["aer"] for h in result["argmax"].values() for v in h.values())
+        assert 0 <= result["diagonal_baseline"]["aer"] <= 1
+        assert result["threshold"]["value"] == 0.3 and "layer_1" in result["threshold"]["scores"]
+    assert entry["teacher_forced"]["sentences"] == TINY_SIZES["test"]
+
+    # teacher forcing in padded batches gives each sentence the attention it gets alone
+    model, tokenizer, _ = load_model(resolve_checkpoint(run), pick_device("cpu"))
+    corpus_cfg = config.data.corpus
+    sources = Path(f"{corpus_cfg.test.test}.en").read_text().splitlines()
+    targets = Path(f"{corpus_cfg.test.test}.fr").read_text().splitlines()
+    batched = teacher_forced_attention(model, tokenizer, sources, targets, torch.device("cpu"))
+    alone = teacher_forced_attention(model, tokenizer, sources[3:4], targets[3:4], torch.device("cpu"))[0]
+    torch.testing.assert_close(batched[3][0], alone[0], atol=1e-5, rtol=0)
+    assert batched[3][0].shape[:2] == (TRANSFORMER_LAYERS, TRANSFORMER_HEADS)
+
+    accumulator = EventAccumulator(str(run / "tensorboard" / "eval" / "test" / "beam5"), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    tag = "alignment/transformer/teacher_forced/layer_1/head_0/aer"
+    assert accumulator.Scalars(tag)[0].value == pytest.approx(entry["teacher_forced"]["argmax"]["layer_1"]["head_0"]["aer"])
+    assert "alignment/transformer_threshold/teacher_forced/layer_0/mean/recall" in accumulator.Tags()["scalars"]
+    assert {"alignment/test_0/layer_0", "alignment/test_0/layer_1"} <= set(accumulator.Tags()["images"])
+    assert any(p.endswith("alignment_test_0_layer_1.png") and Path(p).is_file() for p in entry["maps"])
+
+    # the same evaluation again reuses the cached reference alignments
+    assert main(args) == 0
+    capsys.readouterr()
+    assert json.loads((output / "metrics.json").read_text())["test/beam5"]["alignment"]["reference"]["cache_hit"]
+
+    # gold files (NAACL 2003 format) holding layer_1/head_0's own argmax links: that head scores AER 0
+    from attnmt.alignment.words import tokenize
+
+    src_words = [tokenize(s, "en") for s in sources[:5]]
+    tgt_words = [tokenize(t, "fr") for t in targets[:5]]
+    maps = teacher_forced_attention(model, tokenizer, [" ".join(w) for w in src_words], [" ".join(w) for w in tgt_words],
+                                    torch.device("cpu"))
+    lines = []
+    for k, (weights, src_pieces, tgt_pieces) in enumerate(maps):
+        links = attention_links(word_attention(weights, src_pieces, tgt_pieces, src_words[k], tgt_words[k])[1, 0])
+        lines += [f"{k + 1:04d} {s + 1} {t + 1} S" for s, t in sorted(links)]
+    for name, words in (("test.e", src_words), ("test.f", tgt_words)):
+        (tmp_path / name).write_text("".join(f"<s snum={k + 1:04d}> {' '.join(w)} </s>\n" for k, w in enumerate(words)))
+    (tmp_path / "test.wa").write_text("\n".join(lines) + "\n")
+    summary = evaluate(run, splits=["test"], beam_sizes=(1,), output_dir=output, num_maps=0, **SHORT,
+                       gold_alignment=(tmp_path / "test.e", tmp_path / "test.f", tmp_path / "test.wa"), gold_name="hansards")
+    gold = summary["results"]["hansards/alignment"]
+    assert gold["sentences"] == 5 and gold["sure_links"] == len(lines)
+    scores = gold["alignment"]["teacher_forced"]["argmax"]
+    assert scores["layer_1"]["head_0"]["aer"] == 0.0
+    assert gold["alignment"]["teacher_forced"]["best"]["aer"] == 0.0
+    assert "hansards/alignment" in json.loads((output / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["bahdanau", "transformer"])
+def test_output_alignment_of_a_system_that_outputs_the_references(runs, tmp_path, monkeypatch, model) -> None:
+    """The output path with a 'decoder' that returns the reference translations (with the attention
+    the model gives them under teacher forcing): aligning (source, output) with the stored aligner
+    tables must reproduce the reference links, so output AER = teacher-forced AER for every map.
+    The RNN run has one map (layer_0 / head_0 = mean)."""
+    import attnmt.evaluate as evaluate_module
+    from attnmt.alignment.attention import teacher_forced_attention
+    from attnmt.search import Hypothesis
+    from attnmt.translate import Translation
+
+    config = OmegaConf.load(runs[model] / ".hydra" / "config.yaml")
+    sources = Path(f"{config.data.corpus.test.test}.en").read_text().splitlines()
+    targets = Path(f"{config.data.corpus.test.test}.fr").read_text().splitlines()
+    real_translate = evaluate_module.translate_lines
+
+    def references_as_output(model_, tokenizer, lines, *args, **kwargs):
+        if list(lines) != sources:
+            return real_translate(model_, tokenizer, lines, *args, **kwargs)  # the probes
+        forced = teacher_forced_attention(model_, tokenizer, sources, targets, torch.device("cpu"))
+        found = []
+        for k, (weights, src_pieces, tgt_pieces) in enumerate(forced):
+            hypothesis = Hypothesis(tokens=tokenizer.encode_tgt([targets[k]])[0], score=0.0, logprob=0.0, attention=weights)
+            found.append(Translation(k + 1, sources[k], targets[k], hypothesis, src_pieces, tgt_pieces))
+        return found
+
+    monkeypatch.setattr(evaluate_module, "translate_lines", references_as_output)
+    summary = evaluate(runs[model], splits=["test"], beam_sizes=(1,), output_dir=tmp_path, num_maps=0, **SHORT, alignment=True)
+    entry = summary["results"]["test/greedy"]["alignment"]
+    assert entry["output"]["sentences"] == entry["teacher_forced"]["sentences"] == TINY_SIZES["test"]
+    assert entry["output"]["argmax"] == entry["teacher_forced"]["argmax"]
+    assert entry["output"]["diagonal_baseline"] == entry["teacher_forced"]["diagonal_baseline"]
+    if model == "bahdanau":
+        scores = entry["teacher_forced"]["argmax"]
+        assert list(scores) == ["layer_0"] and list(scores["layer_0"]) == ["head_0", "mean"]
+        assert scores["layer_0"]["head_0"] == scores["layer_0"]["mean"]

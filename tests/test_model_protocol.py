@@ -166,6 +166,8 @@ def test_overfits_eight_sentences(variant: str) -> None:
 # ---- the YAML files: each composes with Hydra and instantiates as the training code will ----
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+# the papers' sizes (GPU models, 30-180M parameters): composed, built and stepped in tests/test_presets.py
+PAPER_PRESETS = {"transformer_base", "luong_wmt", "rnnsearch"}
 
 
 def compose_model(name: str):
@@ -177,7 +179,7 @@ def test_all_expected_model_configs_exist() -> None:
     assert {"bahdanau", "luong", "luong_dot", "luong_concat", "transformer"} <= set(MODEL_CONFIGS)
 
 
-@pytest.mark.parametrize("name", MODEL_CONFIGS)
+@pytest.mark.parametrize("name", sorted(set(MODEL_CONFIGS) - PAPER_PRESETS))
 def test_model_yaml_instantiates_with_comparable_size(name: str) -> None:
     cfg = compose_model(name)
     model = instantiate(cfg, src_vocab_size=8000, tgt_vocab_size=8000, shared_vocab=True)

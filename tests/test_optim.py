@@ -39,3 +39,4 @@ def test_constant_schedule_and_bad_values():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ConfigError, match="optim.scheduler.warmup_steps"):
         inverse_sqrt_schedule(optimizer, warmup_steps=-1)
+

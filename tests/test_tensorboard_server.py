@@ -78,7 +78,7 @@ def test_scalar_tags_are_served(server) -> None:
 def test_attention_images_are_served_as_png(server) -> None:
     base, run = server
     tags = json.loads(get(base, "/data/plugin/images/tags"))
-    assert "attention/probe_0/layer_0" in tags["tensorboard"]  # logged during training
+    assert "attention_maps/probe_0/layer_0" in tags["tensorboard"]  # logged during training
     assert {"attention/eval_test_0/layer_1", "attention/eval_test_0/heads_layer_1", "attention/probe_0/layer_1"} <= set(tags[EVAL_RUN])
 
     entries = json.loads(get(base, "/data/plugin/images/images", tag="attention/probe_0/layer_1", run=EVAL_RUN))
@@ -87,3 +87,21 @@ def test_attention_images_are_served_as_png(server) -> None:
     assert blob.startswith(PNG_MAGIC)
     png = run / "eval" / "attention" / "test" / "beam5" / "probe_0_layer_1.png"
     assert mpimg.imread(io.BytesIO(blob), format="png").shape[:2] == mpimg.imread(png).shape[:2]  # the same figure
+
+
+def test_hparams_and_text_tabs_are_served(server) -> None:
+    """The HParams tab lists the training run as a session with its hyper-parameters and metric columns;
+    the Text tab has the probe translations."""
+    base, _ = server
+    request = urllib.request.Request(
+        f"{base}/data/plugin/hparams/experiment", data=json.dumps({"experimentName": ""}).encode(),
+        headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        experiment = json.loads(response.read())
+    names = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"variant", "seed", "model.d_model"} <= names
+    metrics = {info["name"]["tag"] for info in experiment.get("metricInfos", [])}
+    assert {"val/bleu", "best/val_bleu"} <= metrics
+    text_tags = json.loads(get(base, "/data/plugin/text/tags"))
+    # torch.utils.tensorboard names text summaries <tag>/text_summary
+    assert {"translations/probes/text_summary", "translations/val_samples/text_summary"} <= set(text_tags["tensorboard"])

@@ -125,3 +125,42 @@ def test_concurrent_builders_agree(tiny_text, tmp_path: Path) -> None:
     stored = Tokenizer.load(next(tmp_path.glob("spm-*")))
     assert fingerprints == [stored.fingerprint] * 2
     assert [p.name.startswith("spm-") for p in tmp_path.iterdir()] == [True]
+
+
+def test_streamed_training_text_gives_the_same_model(tiny_text, small_tokenizer) -> None:
+    """Functions that stream the sentences train the model that lists of them train."""
+    src, tgt = tiny_text
+    streamed = Tokenizer.train(lambda: iter(src), lambda: (s for s in tgt), SMALL)
+    assert streamed.fingerprint == small_tokenizer.fingerprint
+
+
+def test_sampled_training_is_deterministic(tiny_text) -> None:
+    """Fewer sentences than the text holds: sentencepiece samples them with a fixed seed."""
+    settings = TokenizerSettings(vocab_size=150, input_sentence_size=120)
+    first, second = (Tokenizer.train(*tiny_text, settings) for _ in range(2))
+    assert first.fingerprint == second.fingerprint
+
+
+def test_byte_fallback_leaves_no_unknown_character(tiny_text, small_tokenizer) -> None:
+    settings = TokenizerSettings(vocab_size=400, byte_fallback=True)
+    tokenizer = Tokenizer.train(*tiny_text, settings)
+    unseen = "Un 猫 dort ☃."
+    assert UNK_ID in small_tokenizer.encode_src([unseen])[0]
+    ids = tokenizer.encode_src([unseen])[0]
+    assert UNK_ID not in ids and tokenizer.decode_src([ids]) == [unseen]
+    with pytest.raises(ConfigError, match="byte_fallback needs more than 256"):
+        TokenizerSettings(vocab_size=200, byte_fallback=True)
+
+
+def test_existing_cache_keys_are_kept(tmp_path: Path, small_tokenizer) -> None:
+    """Keys computed before shuffle_input_sentence / byte_fallback existed (values from that code):
+    caches built then are still found, and their tokenizer.json files still load both ways."""
+    from attnmt.data.tokenizer import cache_key
+
+    assert cache_key(TokenizerSettings(), "digest-a") == "f85781b16de5"
+    assert cache_key(TokenizerSettings(vocab_size=200, joint=False), "x") == "8329c2f7219d"
+    assert cache_key(TokenizerSettings(byte_fallback=True), "digest-a") != "f85781b16de5"
+    import json
+
+    meta = json.loads((small_tokenizer.save(tmp_path / "tok") / "tokenizer.json").read_text())
+    assert set(meta["settings"]) == {"joint", "model_type", "vocab_size", "character_coverage", "input_sentence_size"}

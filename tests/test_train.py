@@ -87,14 +87,63 @@ def test_training_logs_scalars_and_attention_images_to_tensorboard(tiny_parallel
     assert all(math.isfinite(v) for _, v in found["train/loss"])
     assert len(found["val/bleu"]) == 2  # one validation per epoch, 2 epochs
     assert metrics["val/decoded"] == TINY_SIZES["val"]  # the whole validation set was decoded
-    accumulator = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    accumulator = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
     accumulator.Reload()
-    images = accumulator.Tags()["images"]
-    assert any(tag.startswith("attention/probe_0/") for tag in images), images
+    tags = accumulator.Tags()
+    # maps and statistics have their own top-level sections in TensorBoard
+    assert any(tag.startswith("attention_maps/probe_0/") for tag in tags["images"]), tags["images"]
+    assert not any(tag.startswith("attention/") for tag in tags["images"] + tags["scalars"])
+    assert [s for s, _ in found["best/val_bleu"]] == [s for s, _ in found["val/bleu"]]
+
+    # the probe translations and validation samples as text, at every validation
+    from tensorboard.util import tensor_util
+
+    probes = accumulator.Tensors("translations/probes/text_summary")
+    samples = accumulator.Tensors("translations/val_samples/text_summary")
+    assert len(probes) == len(samples) == 2
+    probe_text = tensor_util.make_ndarray(probes[-1].tensor_proto).item().decode()
+    assert "| source | hypothesis |" in probe_text and "The cat sat on the mat." in probe_text
+    sample_text = tensor_util.make_ndarray(samples[-1].tensor_proto).item().decode()
+    reference = (tiny_parallel_dir / "val.fr").read_text(encoding="utf-8").splitlines()[0]
+    assert "| source | hypothesis | reference |" in sample_text and reference.replace("|", "\\|") in sample_text
+
+    # TensorBoard's HParams tab: this run's session with its hyper-parameters
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = accumulator.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hparams = {key: value.ListFields()[0][1] for key, value in start.hparams.items()}
+    assert hparams["model.d_model"] == 32 and hparams["seed"] == 1234 and hparams["variant"]
+    assert hparams["optim.optimizer._target_"] and "data.tokenizer.vocab_size" in hparams
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
     summary = json.loads((tmp_path / "train_metrics.json").read_text())
     assert summary["metrics"]["global_step"] == 10
+
+
+def test_fast_dev_run_writes_nothing(tiny_parallel_dir, cache_dir, tmp_path):
+    """`python train.py debug=fast_dev_run`: no run folder, no checkpoint, no log file, anywhere."""
+    work = tmp_path / "work"
+    work.mkdir()
+    overrides = [o for o in tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path / "unused") if not o.startswith("paths.output_dir")]
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), *overrides, "debug=fast_dev_run",
+                           f"paths.log_dir={tmp_path / 'outputs'}"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "validation step" in done.stdout + done.stderr or "fast_dev_run" in done.stdout + done.stderr
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "unused").exists()
+
+
+def test_overfit_checkpoint_is_where_evaluate_looks(tiny_parallel_dir, cache_dir, tmp_path):
+    from attnmt.translate import resolve_checkpoint
+
+    cfg = compose(tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "luong")
+                  + ["debug=overfit", "trainer.max_epochs=2", "trainer.enable_progress_bar=false"])
+    train(cfg)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not list(tmp_path.rglob("tensorboard/checkpoints"))
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
 
 
 def test_same_seed_gives_same_losses(tiny_parallel_dir, cache_dir, tmp_path):

@@ -87,3 +87,61 @@ def test_log_attention_maps_writes_tensorboard_images_and_pngs(tmp_path: Path) -
     assert set(events.Tags()[IMAGES]) == set(expected_tags + single_head)
     stored = events.Images("attention/probe_0/heads_layer_1")[0]
     assert stored.step == 7 and stored.width > stored.height > 0
+
+
+def test_colour_scale_fixed_or_per_map_maximum() -> None:
+    diffuse = torch.full((4, 5), 0.2)
+    diffuse[0, 0] = 0.3
+    fixed = attention_figure(diffuse, list("abcde"), list("wxyz"))
+    scaled = attention_figure(diffuse, list("abcde"), list("wxyz"), scale="max")
+    assert fixed.axes[0].images[0].get_clim() == (0.0, 1.0)
+    assert scaled.axes[0].images[0].get_clim() == pytest.approx((0.0, 0.3))
+    with pytest.raises(ValueError, match="scale"):
+        attention_figure(diffuse, list("abcde"), list("wxyz"), scale="log")
+
+
+def test_titles_name_variant_step_layer_and_show_the_translation(tmp_path: Path) -> None:
+    src, tgt = ["\u2581a", "\u2581b", "</s>"], ["\u2581x", "</s>"]
+    writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    written = log_attention_maps(writer, "probe_0", random_attention(1, 1, 2, 3), src, tgt, step=400,
+                                 png_dir=tmp_path / "png", tag_root="attention_maps", title="bahdanau · step 400",
+                                 translation="Un chat.")
+    writer.close()
+    assert written[0] == "attention_maps/probe_0/layer_0"
+    figure = attention_figure(random_attention(2, 3), ["a", "b", "c"], ["x", "y"], title="bahdanau · step 400 · probe_0 · "
+                              "layer 0 (single map)\n→ Un chat.")
+    title = figure.axes[0].get_title()
+    assert "bahdanau" in title and "step 400" in title and "layer 0" in title and "Un chat." in title
+
+
+def test_log_attention_maps_titles(tmp_path: Path, monkeypatch) -> None:
+    """The titles log_attention_maps gives: variant, step, layer, head text and the translation."""
+    import attnmt.viz as viz
+
+    titles: list[str] = []
+    original = viz.attention_figure
+    monkeypatch.setattr(viz, "attention_figure", lambda *a, **k: titles.append(a[3]) or original(*a, **k))
+    writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    src, tgt = ["\u2581a", "</s>"], ["\u2581x", "</s>"]
+    viz.log_attention_maps(writer, "probe_0", random_attention(1, 1, 2, 2), src, tgt, step=3, title="luong · step 3",
+                           translation="Un x.")
+    viz.log_attention_maps(writer, "probe_0", random_attention(2, 4, 2, 2), src, tgt, step=3, title="transformer · step 3")
+    writer.close()
+    assert titles[0] == "luong · step 3 · probe_0 · layer 0 (single map)\n→ Un x."  # an RNN: no "mean of heads"
+    assert titles[1] == "transformer · step 3 · probe_0 · layer 0 (mean of heads)"
+    assert titles[-1] == "transformer · step 3 · probe_0 · layer 1, each head"
+
+
+def test_head_grid_stays_readable() -> None:
+    """Labels only on the outer panels; a 4-head grid of a 23-token sentence stays about as wide as
+    tall and not much larger than four single maps."""
+    tokens = [f"tok{i}" for i in range(23)]
+    grid = attention_figure(random_attention(4, 23, 23), tokens, tokens, title="heads")
+    single = attention_figure(random_attention(23, 23), tokens, tokens)
+    width, height = grid.get_size_inches()
+    assert 0.7 < width / height < 1.5
+    assert width * height < 4 * np.prod(single.get_size_inches())
+    panels = [ax for ax in grid.axes if ax.images]
+    labelled_x = [ax for ax in panels if any(label.get_text() for label in ax.get_xticklabels())]
+    labelled_y = [ax for ax in panels if any(label.get_text() for label in ax.get_yticklabels())]
+    assert len(labelled_x) == 2 and len(labelled_y) == 2  # bottom row, left column

@@ -19,6 +19,18 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from attnmt.errors import CheckpointError
 
 TOKENIZER_KEY = "attnmt_tokenizer"
+CONFIG_KEY = "attnmt_config"  # the run's composed config (resolved): what ckpt_path= resumes with
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """The permissions a plain open() would give a new file under the process's umask.
+
+    mkstemp creates files 0600 whatever the umask; on a shared cluster that hides checkpoints and
+    data copies from the rest of the group, so files written through a temporary get these instead.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -34,6 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp, umask_mode())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -91,6 +104,28 @@ def check_tokenizer(checkpoint: dict[str, Any], tokenizer, source: str = "checkp
             f"the data config now gives {tokenizer.fingerprint[:12]}). Use the data settings of that run "
             "(its .hydra/config.yaml) or start a new run without ckpt_path."
         )
+
+
+def check_state_dict(stored: dict[str, Any], expected: dict[str, Any], path, stored_variant: str | None = None,
+                     variant: str | None = None) -> None:
+    """Refuse weights that do not fit the model with one line (names, counts, the first few keys).
+
+    stored: the checkpoint's state_dict; expected: the model's own (both name -> tensor).
+    """
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    reshaped = [k for k in expected if k in stored and tuple(stored[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return
+    trained = f" was trained as {stored_variant!r}" if stored_variant and stored_variant != variant else ""
+    details = "; ".join(
+        f"{what} {len(keys)} (e.g. {', '.join(keys[:2])})" for what, keys in
+        (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys
+    )
+    raise CheckpointError(
+        f"checkpoint {path}{trained} does not fit the model {variant or ''} being built: {details}. "
+        "Resume with only ckpt_path= (the run's own config is restored), or start a new run without it."
+    )
 
 
 def load_for_inference(path, map_location="cpu"):

@@ -5,7 +5,10 @@ eval/metrics.json and hypothesis files), optionally evaluates the jobs that have
 and writes `<multirun>/comparison/`:
   report.md, report.csv      one row per variant (mean ± std over seeds), failed runs listed
   val_bleu_vs_time.png       validation BLEU against wall-clock training time, every run
+  val_bleu_vs_updates.png    validation BLEU against optimizer updates (learning curves at equal updates)
   probe_attention.png        the first probe sentence's cross-attention, every variant side by side
+  alignment_aer.png          AER of every layer and head (teacher-forced attention against the reference
+                             alignments), one panel per variant, when the runs were evaluated with --alignment
   tensorboard/               the same plots as images and the table's numbers as scalars
 Confidence intervals are 95% paired-bootstrap intervals (sacreBLEU) of each system's test score,
 resampled together with the best system's hypotheses.
@@ -47,6 +50,7 @@ class RunRecord:
     tokens_per_s: float | None = None
     best_val_bleu: float | None = None
     val_curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, BLEU)
+    val_curve_updates: list[tuple[int, float]] = field(default_factory=list)  # (updates, BLEU)
     test: dict[str, Any] | None = None  # the eval/metrics.json entry used (beam 5 preferred)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> 95% interval
     p_value: float | None = None  # against the best system (BLEU)
@@ -79,11 +83,14 @@ def _scalars(run: Path) -> tuple[dict[str, list[tuple[float, int, float]]], floa
 
 
 def _variant(run: Path, config: Any) -> str:
+    """The model config's name, with any model.* overrides of the job: e.g. luong[scale_scores=false]."""
     overrides = run / ".hydra" / "hydra.yaml"
     if overrides.is_file():
-        choice = OmegaConf.load(overrides).hydra.runtime.choices.get("model")
+        hydra_cfg = OmegaConf.load(overrides).hydra
+        choice = hydra_cfg.runtime.choices.get("model")
         if choice:
-            return str(choice)
+            changed = [o.split(".", 1)[1] for o in hydra_cfg.overrides.get("task", []) if str(o).startswith("model.")]
+            return str(choice) + (f"[{','.join(changed)}]" if changed else "")
     return str(config.model._target_).rsplit(".", 1)[-1]
 
 
@@ -102,6 +109,8 @@ def read_run(run: Path, split: str) -> RunRecord:
     scalars, start = _scalars(run)
     if start is not None and "val/bleu" in scalars:
         record.val_curve = [(wall - start, value) for wall, _, value in scalars["val/bleu"]]
+        # Lightning logs validation at the step of the last update (N-1 after N updates)
+        record.val_curve_updates = sorted({step + 1: value for _, step, value in scalars["val/bleu"]}.items())
     speeds = [value for _, _, value in scalars.get("train/tokens_per_s", [])]
     if speeds:
         record.tokens_per_s = statistics.fmean(speeds[1:] if len(speeds) > 2 else speeds)  # first is warm-up
@@ -133,15 +142,18 @@ def read_run(run: Path, split: str) -> RunRecord:
 
 
 def collect(multirun_dir: Path, split: str = "test_2016_flickr", evaluate_missing: bool = False,
-            beam_size: int = 5) -> list[RunRecord]:
+            beam_size: int = 5, alignment: bool = False) -> list[RunRecord]:
+    """Read every job; evaluate_missing decodes finished runs without test scores, alignment=True
+    (re-)evaluates finished runs whose test entry has no attention-as-alignment scores."""
     records = [read_run(job, split) for job in job_folders(multirun_dir)]
-    if evaluate_missing:
+    if evaluate_missing or alignment:
         from attnmt.evaluate import evaluate
 
         for record in records:
-            if record.status == "finished" and record.test is None:
-                log.info("evaluating %s on %s", record.path, split)
-                evaluate(record.path, splits=[split], beam_sizes=(beam_size,), num_maps=1)
+            missing = record.test is None and evaluate_missing
+            if record.status == "finished" and (missing or (alignment and "alignment" not in (record.test or {}))):
+                log.info("evaluating %s on %s%s", record.path, split, " with --alignment" if alignment else "")
+                evaluate(record.path, splits=[split], beam_sizes=(beam_size,), num_maps=1, alignment=alignment)
                 record.test = read_run(record.path, split).test
     _add_confidence_intervals(records)
     return records
@@ -165,9 +177,10 @@ def _add_confidence_intervals(records: list[RunRecord]) -> None:
 
 
 # ------------------------------------------------------------------------------ tables
-COLUMNS = ["variant", "seeds", "status", "parameters_M", "train_minutes", "tokens_per_s", "best_val_bleu",
+COLUMNS = ["variant", "seeds", "status", "parameters_M", "updates", "train_minutes", "tokens_per_s", "best_val_bleu",
            "test_bleu", "test_bleu_ci95", "test_chrf", "test_chrf_ci95", "p_vs_best", "attn_entropy",
-           "attn_max_weight", "attn_monotonicity"]
+           "attn_max_weight", "attn_monotonicity", "aer_best", "aer_best_map", "aer_last_layer_mean", "aer_output_best",
+           "aer_diagonal"]
 
 
 def _mean_std(values: list[float], digits: int = 1) -> str:
@@ -187,6 +200,23 @@ def _attention_means(record: RunRecord) -> dict[str, float]:
     return {n: float(np.nanmean(v)) if v else math.nan for n, v in pooled.items()}
 
 
+def _alignment_summary(record: RunRecord) -> dict[str, Any] | None:
+    """AER figures of a run evaluated with --alignment: the best layer/head (teacher forced), the
+    last layer's mean of heads, the best map on the model's own output, the diagonal baseline."""
+    alignment = (record.test or {}).get("alignment")
+    if not alignment:
+        return None
+    forced, output = alignment["teacher_forced"], alignment["output"]
+    layers = list(forced["argmax"])
+    best = forced["best"] or {}
+    return {
+        "best": best.get("aer", math.nan), "best_map": f"{best['layer']}/{best['head']}" if best else "-",
+        "last_mean": forced["argmax"][layers[-1]]["mean"]["aer"] if layers else math.nan,
+        "output_best": (output.get("best") or {}).get("aer", math.nan),
+        "diagonal": forced["diagonal_baseline"]["aer"],
+    }
+
+
 def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
     """One row per variant (seeds pooled: mean ± std), then one row per failed or unfinished run."""
     rows = []
@@ -203,9 +233,12 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
             return f"[{statistics.fmean(c[0] for c in cis):.1f}, {statistics.fmean(c[1] for c in cis):.1f}]" if cis else "-"
 
         p_values = [r.p_value for r in scored if r.p_value is not None]
+        aligned = [a for a in (_alignment_summary(r) for r in scored) if a is not None]
+        best_maps = sorted({a["best_map"] for a in aligned})
         rows.append({
             "variant": variant, "seeds": str(len(group)), "status": "finished",
             "parameters_M": _mean_std([r.parameters / 1e6 for r in group if r.parameters], 2),
+            "updates": _mean_std([r.global_step for r in group if r.global_step], 0),
             "train_minutes": _mean_std([r.train_seconds / 60 for r in group if r.train_seconds]),
             "tokens_per_s": _mean_std([r.tokens_per_s for r in group], 0),
             "best_val_bleu": _mean_std([r.best_val_bleu for r in group]),
@@ -215,6 +248,11 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
             "attn_entropy": _mean_std([a["entropy"] for a in attention], 2),
             "attn_max_weight": _mean_std([a["max_weight"] for a in attention], 2),
             "attn_monotonicity": _mean_std([a["monotonicity"] for a in attention], 2),
+            "aer_best": _mean_std([a["best"] for a in aligned], 3),
+            "aer_best_map": ", ".join(best_maps) if best_maps else "-",
+            "aer_last_layer_mean": _mean_std([a["last_mean"] for a in aligned], 3),
+            "aer_output_best": _mean_std([a["output_best"] for a in aligned], 3),
+            "aer_diagonal": _mean_std([a["diagonal"] for a in aligned], 3),
         })
     for record in records:
         if record.status != "finished":
@@ -233,7 +271,12 @@ def write_tables(rows: list[dict[str, str]], folder: Path, split: str) -> tuple[
         writer.writerows(rows)
     md_path = folder / "report.md"
     lines = [f"Test split: {split}. BLEU/chrF: sacreBLEU, 95% CI from paired bootstrap against the best system; "
-             "p_vs_best: paired bootstrap p-value of the BLEU difference to the best system.", "",
+             "p_vs_best: paired bootstrap p-value of the BLEU difference to the best system. "
+             "aer_*: alignment error rate of cross-attention (argmax source word per target word) against the "
+             "statistical reference alignments (evaluate --alignment): aer_best = the best layer/head (named in "
+             "aer_best_map) of teacher-forced attention on the references, aer_last_layer_mean = the last layer's mean "
+             "of heads, aer_output_best = the best map on the model's own output, aer_diagonal = a diagonal baseline.",
+             "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -253,6 +296,25 @@ def bleu_over_time_figure(records: list[RunRecord]):
             minutes, bleu = zip(*[(seconds / 60, value) for seconds, value in record.val_curve])
             ax.plot(minutes, bleu, marker="o", label=f"{record.variant} (seed {record.seed})")
     ax.set_xlabel("training wall-clock time (minutes, validation included)")
+    ax.set_ylabel("validation BLEU (greedy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def bleu_over_updates_figure(records: list[RunRecord]):
+    """Validation BLEU against optimizer updates: the learning curves at equal updates."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for record in records:
+        if record.val_curve_updates:
+            updates, bleu = zip(*record.val_curve_updates)
+            ax.plot(updates, bleu, marker="o", label=f"{record.variant} (seed {record.seed})")
+    ax.set_xlabel("optimizer updates")
     ax.set_ylabel("validation BLEU (greedy)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -281,8 +343,50 @@ def probe_figure(records: list[RunRecord]):
     return side_by_side_figure(panels, title="cross-attention on the probe sentence") if panels else None
 
 
+def alignment_figure(records: list[RunRecord]):
+    """AER of every layer and head (and each layer's mean of heads) of teacher-forced attention,
+    one panel per variant (mean over its seeds); None when no run has alignment scores."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    grids: dict[str, list[np.ndarray]] = {}
+    labels: dict[str, tuple[list[str], list[str]]] = {}
+    for record in records:
+        alignment = (record.test or {}).get("alignment") if record.status == "finished" else None
+        if not alignment or not alignment["teacher_forced"]["argmax"]:
+            continue
+        scores = alignment["teacher_forced"]["argmax"]
+        layers = list(scores)
+        heads = list(scores[layers[0]])  # head_0 ... head_{H-1}, mean
+        grids.setdefault(record.variant, []).append(
+            np.array([[scores[layer][head]["aer"] for head in heads] for layer in layers], dtype=float))
+        labels[record.variant] = (layers, heads)
+    if not grids:
+        return None
+    variants = sorted(grids)
+    widths = [len(labels[v][1]) + 1.5 for v in variants]
+    figure = Figure(figsize=(sum(widths) * 0.9 + 1.5, max(len(labels[v][0]) for v in variants) * 0.7 + 2.2), dpi=100,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(variants), squeeze=False, width_ratios=widths)[0]
+    image = None
+    for ax, variant in zip(axes, variants):
+        values = np.nanmean(np.stack(grids[variant]), axis=0)
+        layers, heads = labels[variant]
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis_r", aspect="auto")
+        for (row, column), value in np.ndenumerate(values):
+            ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.6 else "black")
+        ax.set_xticks(range(len(heads)), labels=[h.replace("head_", "h") for h in heads], fontsize=7)
+        ax.set_yticks(range(len(layers)), labels=[layer.replace("layer_", "L") for layer in layers], fontsize=7)
+        ax.set_title(f"{variant} (n={len(grids[variant])})", fontsize=8)
+    figure.suptitle("AER of teacher-forced cross-attention per layer and head (lower = better alignment)", fontsize=9)
+    figure.colorbar(image, ax=list(axes), shrink=0.8, label="AER")
+    return figure
+
+
 def compare(multirun_dir: str | Path, split: str = "test_2016_flickr", evaluate_missing: bool = False,
-            beam_size: int = 5, output_dir: str | Path | None = None) -> dict[str, Any]:
+            beam_size: int = 5, output_dir: str | Path | None = None, alignment: bool = False) -> dict[str, Any]:
     """Collect, (evaluate,) tabulate and plot a sweep; returns {"records", "rows", "files"}."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -290,13 +394,15 @@ def compare(multirun_dir: str | Path, split: str = "test_2016_flickr", evaluate_
 
     multirun_dir = Path(multirun_dir)
     out = Path(output_dir) if output_dir else multirun_dir / "comparison"
-    records = collect(multirun_dir, split, evaluate_missing, beam_size)
+    records = collect(multirun_dir, split, evaluate_missing, beam_size, alignment)
     rows = table_rows(records)
     md_path, csv_path = write_tables(rows, out, split)
     files = {"markdown": md_path, "csv": csv_path}
     writer = SummaryWriter(str(out / "tensorboard"))
     try:
-        figures = {"val_bleu_vs_time": bleu_over_time_figure(records), "probe_attention": probe_figure(records)}
+        figures = {"val_bleu_vs_time": bleu_over_time_figure(records), "val_bleu_vs_updates": bleu_over_updates_figure(records),
+                   "probe_attention": probe_figure(records),
+                   "alignment_aer": alignment_figure(records)}
         for name, figure in figures.items():
             if figure is None:
                 continue
@@ -307,6 +413,9 @@ def compare(multirun_dir: str | Path, split: str = "test_2016_flickr", evaluate_
                 tag = f"{record.variant}_seed{record.seed}"
                 writer.add_scalar(f"comparison/test_bleu/{tag}", record.test["scores"]["bleu"]["score"], 0)
                 writer.add_scalar(f"comparison/test_chrf/{tag}", record.test["scores"]["chrf"]["score"], 0)
+                aligned = _alignment_summary(record)
+                if aligned is not None and not math.isnan(aligned["best"]):
+                    writer.add_scalar(f"comparison/aer_best/{tag}", aligned["best"], 0)
     finally:
         writer.close()
     return {"records": records, "rows": rows, "files": files}

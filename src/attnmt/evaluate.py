@@ -14,6 +14,17 @@ TensorBoard, so greedy and beam, or two splits, never share a tag at one step): 
 attention/eval_<split>_<i>/..., attention/probe_<i>/..., scalars eval/{bleu,chrf,ter} and
 attention/<variant>/<layer>/<head|mean>/<statistic>, all at the checkpoint's global step.
 
+With --alignment (attnmt.alignment), cross-attention is also scored as word alignment against
+reference alignments of the set made by the statistical aligner (cached under the data cache):
+AER / precision / recall per layer and head (and per layer for the mean of the heads), from
+teacher-forced attention on the reference translation and from the attention of the model's own
+output (aligned to the source by the same aligner), in metrics.json under "alignment" and as
+TensorBoard scalars alignment/<variant>/<teacher_forced|output>/<layer>/<head|mean>/<metric>, plus
+word-level maps with the reference links outlined (alignment/<set>_<i>/layer_<l>, probes with the
+aligner's links of their translation). --gold-alignment scores teacher-forced attention against
+human alignments (NAACL 2003 files, e.g. the English-French Hansards test set), stored separately
+under "<name>/alignment".
+
 Attention statistics come from the evaluation's own decoding (beam search keeps every output's
 attention, [L, H, T, S] per sentence: a few MB for 1000 sentences), so they describe exactly the
 hypotheses that were scored. Decoding time covers subword encoding, search and detokenisation.
@@ -28,7 +39,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +207,217 @@ def log_maps(writer, translations: list[Translation], prefix: str, step: int, pn
     return records
 
 
+# --------------------------------------------------------------------------- attention as alignment
+@dataclass
+class _AlignmentSettings:
+    """--alignment options and what one evaluate() call computes once per set."""
+
+    threshold: float | None = None
+    backend: str = "ibm2"
+    heuristic: str = "grow-diag-final-and"
+    gold: tuple[Path, Path, Path] | None = None
+    gold_name: str = "gold"
+    gold_reversed: bool = False
+    cache_dir: Path | None = None
+    corpus: Any = None
+    references: dict[str, Any] = field(default_factory=dict)  # set name -> ReferenceAlignments
+    teacher_forced: dict[str, tuple[dict[str, Any], list[Any]]] = field(default_factory=dict)  # -> (results, word maps)
+
+
+def _alignment_setup(run_dir: Path | None, settings: _AlignmentSettings) -> None:
+    """The run's corpus (its training text trains the aligner) and the data cache folder."""
+    from omegaconf import OmegaConf
+
+    from attnmt.config import project_root
+
+    settings.cache_dir = Path(project_root()) / "data" / "cache"
+    config = run_dir / ".hydra" / "config.yaml" if run_dir is not None else None
+    if config is None or not config.is_file():
+        return
+    try:
+        cache = OmegaConf.select(OmegaConf.load(config), "data.cache_dir")
+        if cache:
+            settings.cache_dir = Path(str(cache))
+    except Exception:  # an unresolvable interpolation: keep the project's data/cache
+        pass
+    settings.corpus = run_corpus(run_dir)
+
+
+def _reference(ctx: _Context, eval_set: EvalSet):
+    """The set's reference alignments (cached): the aligner trained on the run's training text
+    plus the set; a bare checkpoint (no run config) trains it on the set alone."""
+    from attnmt.alignment.reference import corpus_alignments, reference_alignments
+
+    settings = ctx.alignment
+    if eval_set.name not in settings.references:
+        log.info("reference alignments of %s (%s aligner, %s)", eval_set.name, settings.backend, settings.heuristic)
+        lines = (eval_set.sources, eval_set.references)
+        if settings.corpus is not None:
+            found = corpus_alignments(settings.corpus, eval_set.name, settings.cache_dir, settings.backend,
+                                      settings.heuristic, eval_lines=lines)
+        else:
+            found = reference_alignments([], [], *lines, "src", "tgt", settings.cache_dir, settings.backend,
+                                         heuristic=settings.heuristic)
+        settings.references[eval_set.name] = found
+    return settings.references[eval_set.name]
+
+
+def _score_word_maps(word_maps: list[Any], references: list[Any], src_words: list[list[str]], tgt_words: list[list[str]],
+                     threshold: float | None) -> dict[str, Any]:
+    """Word-level maps (None = skipped sentence) against references -> argmax scores per layer/head,
+    the best layer/head, the threshold scores, and a diagonal baseline on the same sentences."""
+    from attnmt.alignment.attention import AttentionScorer, best_map, diagonal_links
+    from attnmt.alignment.links import alignment_scores
+
+    argmax, above = AttentionScorer(), AttentionScorer(threshold) if threshold is not None else None
+    kept = [k for k, m in enumerate(word_maps) if m is not None]
+    for k in kept:
+        argmax.add(word_maps[k], references[k])
+        if above is not None:
+            above.add(word_maps[k], references[k])
+    scores = argmax.scores()
+    result: dict[str, Any] = {
+        "sentences": len(kept), "argmax": scores, "best": best_map(scores),
+        "diagonal_baseline": alignment_scores([diagonal_links(len(src_words[k]), len(tgt_words[k])) for k in kept],
+                                              [references[k] for k in kept]),
+    }
+    if above is not None:
+        result["threshold"] = {"value": threshold, "scores": above.scores(), "best": best_map(above.scores())}
+    return result
+
+
+def _teacher_forced_alignment(ctx: _Context, eval_set: EvalSet) -> tuple[dict[str, Any], list[Any]]:
+    """Attention of the model reading the references, scored against the reference alignments."""
+    from attnmt.alignment.attention import teacher_forced_attention, word_attention
+
+    settings = ctx.alignment
+    if eval_set.name not in settings.teacher_forced:
+        reference = _reference(ctx, eval_set)
+        started = time.perf_counter()
+        maps = teacher_forced_attention(ctx.model, ctx.tokenizer, eval_set.sources, eval_set.references, ctx.device)
+        word_maps = [None if item is None else word_attention(item[0], item[1], item[2], reference.src_words[k], reference.tgt_words[k])
+                     for k, item in enumerate(maps)]
+        result = _score_word_maps(word_maps, reference.references, reference.src_words, reference.tgt_words, settings.threshold)
+        result["seconds"] = time.perf_counter() - started
+        settings.teacher_forced[eval_set.name] = (result, word_maps)
+    return settings.teacher_forced[eval_set.name]
+
+
+def _output_word_maps(ctx: _Context, eval_set: EvalSet, translations: list[Translation]):
+    """The translations aligned to their sources by the set's aligner -> (words, links, word-level maps)."""
+    from attnmt.alignment.attention import word_attention
+
+    reference = _reference(ctx, eval_set)
+    src_words, tgt_words, links = reference.align([t.source for t in translations], [t.text for t in translations])
+    word_maps = [word_attention(t.hypothesis.attention, t.src_tokens, t.tgt_tokens, src_words[k], tgt_words[k])
+                 if t.hypothesis is not None and tgt_words[k] else None for k, t in enumerate(translations)]
+    return src_words, tgt_words, links, word_maps
+
+
+def _alignment_entry(ctx: _Context, eval_set: EvalSet, translations: list[Translation]) -> dict[str, Any]:
+    from attnmt.alignment.links import Reference
+
+    reference = _reference(ctx, eval_set)
+    teacher_forced, _ = _teacher_forced_alignment(ctx, eval_set)
+    src_words, tgt_words, links, word_maps = _output_word_maps(ctx, eval_set, translations)
+    output = _score_word_maps(word_maps, [Reference.of(x) for x in links], src_words, tgt_words, ctx.alignment.threshold)
+    meta = reference.meta
+    return {
+        "reference": {"folder": str(reference.folder), "backend": meta["backend"], "heuristic": meta["heuristic"],
+                      "train_pairs": meta["train_pairs"], "links_per_sentence": meta["links_per_sentence"],
+                      "forward_vs_backward": meta["forward_vs_backward"], "build_seconds": meta["seconds"],
+                      "cache_hit": reference.cache_hit},
+        "teacher_forced": teacher_forced,
+        "output": {**output, "reference": "the statistical aligner's links of (source, output)"},
+    }
+
+
+def alignment_scalars(alignment: dict[str, Any], prefix: str) -> dict[str, float]:
+    """{"<prefix>/<teacher_forced|output>/<layer>/<head|mean>/<aer|precision|recall>": value} (argmax
+    links; "<prefix>_threshold/..." for the threshold links), NaN left out."""
+    scalars = {}
+    for kind in ("teacher_forced", "output"):
+        if kind not in alignment:
+            continue
+        sources = [(prefix, alignment[kind]["argmax"])]
+        if "threshold" in alignment[kind]:
+            sources.append((prefix + "_threshold", alignment[kind]["threshold"]["scores"]))
+        for root, scores in sources:
+            for layer, by_head in scores.items():
+                for head, values in by_head.items():
+                    for metric in ("aer", "precision", "recall"):
+                        if not math.isnan(values[metric]):
+                            scalars[f"{root}/{kind}/{layer}/{head}/{metric}"] = values[metric]
+    return scalars
+
+
+def _alignment_images(writer, prefix: str, word_map: Any, src_words: list[str], tgt_words: list[str], links: Any,
+                      step: int, png_dir: Path) -> list[str]:
+    """Word-level maps (mean of heads, every layer) with `links` outlined -> tags and PNG paths."""
+    from attnmt.viz import attention_figure, figure_to_array, figure_to_png
+
+    written = []
+    for layer in range(word_map.shape[0]):
+        title = f"{prefix} layer_{layer}" + (" (mean of heads)" if word_map.shape[1] > 1 else "") + ": outlined = reference"
+        figure = attention_figure(word_map[layer].mean(axis=0), [*src_words, "</s>"], tgt_words, title, alignment=links)
+        tag = f"alignment/{prefix}/layer_{layer}"
+        writer.add_image(tag, figure_to_array(figure), global_step=step, dataformats="HWC")
+        written += [tag, str(figure_to_png(figure, png_dir / f"alignment_{prefix}_layer_{layer}.png"))]
+    return written
+
+
+def _log_alignment(ctx: _Context, writer, eval_set: EvalSet, entry: dict[str, Any], probes: list[Translation] | None,
+                   png_dir: Path) -> None:
+    for tag, value in alignment_scalars(entry["alignment"], f"alignment/{ctx.variant}").items():
+        writer.add_scalar(tag, value, ctx.step)
+    reference = _reference(ctx, eval_set)
+    _, word_maps = _teacher_forced_alignment(ctx, eval_set)
+    written = []
+    for k in range(min(ctx.num_maps, len(word_maps))):
+        if word_maps[k] is not None:
+            written += _alignment_images(writer, f"{eval_set.name}_{k}", word_maps[k], reference.src_words[k],
+                                         reference.tgt_words[k], reference.links[k], ctx.step, png_dir)
+    if probes:
+        src_words, tgt_words, links, probe_maps = _output_word_maps(ctx, eval_set, probes)
+        for k, word_map in enumerate(probe_maps):
+            if word_map is not None:
+                written += _alignment_images(writer, f"probe_{k}", word_map, src_words[k], tgt_words[k], links[k], ctx.step, png_dir)
+    entry["alignment"]["maps"] = written
+
+
+def _gold_alignment(ctx: _Context) -> tuple[str, dict[str, Any]]:
+    """Teacher-forced attention on human-aligned sentences (NAACL 2003 files) -> (key, entry)."""
+    from attnmt.alignment.attention import teacher_forced_attention, word_attention
+    from attnmt.alignment.links import Reference, read_naacl
+
+    settings = ctx.alignment
+    src_file, tgt_file, links_file = settings.gold
+    gold = read_naacl(src_file, tgt_file, links_file, settings.gold_name)
+    references = gold.references
+    if settings.gold_reversed:  # the links list the model's target side first
+        references = [Reference(frozenset((s, t) for t, s in r.sure), frozenset((s, t) for t, s in r.possible)) for r in references]
+    started = time.perf_counter()
+    maps = teacher_forced_attention(ctx.model, ctx.tokenizer, [" ".join(w) for w in gold.src_words],
+                                    [" ".join(w) for w in gold.tgt_words], ctx.device)
+    word_maps = [None if item is None else word_attention(item[0], item[1], item[2], gold.src_words[k], gold.tgt_words[k])
+                 for k, item in enumerate(maps)]
+    result = _score_word_maps(word_maps, references, gold.src_words, gold.tgt_words, settings.threshold)
+    result["seconds"] = time.perf_counter() - started
+    entry = {"split": settings.gold_name, "checkpoint": str(ctx.checkpoint), "global_step": ctx.step, "variant": ctx.variant,
+             "files": [str(src_file), str(tgt_file), str(links_file)], "sentences": len(gold.ids),
+             "sure_links": sum(len(r.sure) for r in references), "possible_links": sum(len(r.possible) for r in references),
+             "alignment": {"teacher_forced": result}}
+    sub_run = ctx.tensorboard_root / "eval" / settings.gold_name / "teacher_forced"
+    writer = _fresh_writer(sub_run)
+    try:
+        for tag, value in alignment_scalars(entry["alignment"], f"alignment/{ctx.variant}").items():
+            writer.add_scalar(tag, value, ctx.step)
+    finally:
+        writer.close()
+    entry["tensorboard_dir"] = str(sub_run)
+    return f"{settings.gold_name}/alignment", entry
+
+
 # --------------------------------------------------------------------------- evaluation
 def compare_systems(baseline: list[str], system: list[str], references: list[str],
                     metrics: tuple[str, ...] = ("bleu", "chrf"), test: str = "bs") -> dict[str, Any]:
@@ -220,6 +442,7 @@ class _Context:
     num_maps: int
     merge_subwords: bool
     head_grid_layer: int
+    alignment: "_AlignmentSettings | None" = None
 
 
 def _decode_and_score(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings) -> tuple[dict[str, Any], list[Translation]]:
@@ -266,10 +489,13 @@ def _log_evaluation(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings, e
     try:
         maps = (ctx.merge_subwords, ctx.head_grid_layer)
         records = log_maps(writer, translations[: ctx.num_maps], f"eval_{eval_set.name}", ctx.step, png_dir, *maps)
+        probes = None
         if ctx.probes:
             probes = translate_lines(ctx.model, ctx.tokenizer, ctx.probes, setting, ctx.device,
                                      max_src_tokens=None, need_attention=True)
             records += log_maps(writer, probes, "probe", ctx.step, png_dir, *maps)
+        if "alignment" in entry:
+            _log_alignment(ctx, writer, eval_set, entry, probes, png_dir)
         for metric in TEXT_METRICS:
             writer.add_scalar(f"eval/{metric}", entry["scores"][metric]["score"], ctx.step)
         for tag, value in flatten_statistics(entry["attention_statistics"], prefix=f"attention/{ctx.variant}").items():
@@ -298,8 +524,19 @@ def evaluate(
     head_grid_layer: int = -1,
     compare_with: str | Path | None = None,
     significance_test: str = "bs",
+    alignment: bool = False,
+    alignment_threshold: float | None = None,
+    alignment_backend: str = "ibm2",
+    gold_alignment: tuple[str | Path, str | Path, str | Path] | None = None,
+    gold_name: str = "gold",
+    gold_reversed: bool = False,
 ) -> dict[str, Any]:
     """Decode every (set, beam size), score, write hyps/metrics/maps/events; see the module doc.
+
+    alignment=True adds "alignment" to every entry (attention as word alignment, see the module
+    doc); gold_alignment=(source text, target text, links) scores teacher-forced attention against
+    human alignments in the NAACL 2003 format (works without alignment=True; gold_reversed when the
+    links give the model's target position first), stored under "<gold_name>/alignment".
 
     -> {"checkpoint", "run_dir", "eval_dir", "tensorboard_root", "global_step", "variant",
         "results": {"<set>/<decoding>": JSON-ready entry (also in metrics.json)},
@@ -323,12 +560,29 @@ def evaluate(
     stored = _read_metrics(metrics_path)
     has_tensorboard = run_dir is not None and (run_dir / "tensorboard").is_dir()
 
+    align_settings = None
+    if alignment or gold_alignment is not None:
+        if alignment_threshold is not None and not 0 < alignment_threshold <= 1:
+            raise ConfigError(f"--alignment-threshold {alignment_threshold}: must be in (0, 1]")
+        if alignment_backend not in ("ibm2", "eflomal"):
+            raise ConfigError(f"--alignment-backend {alignment_backend!r}: choose ibm2 or eflomal")
+        gold = None
+        if gold_alignment is not None:
+            gold = tuple(Path(p) for p in gold_alignment)
+            for path in gold:
+                if not path.is_file():
+                    raise DataError(f"gold alignment file {path} does not exist")
+        align_settings = _AlignmentSettings(alignment_threshold, alignment_backend, gold=gold, gold_name=gold_name,
+                                            gold_reversed=gold_reversed)
+        if alignment:
+            _alignment_setup(run_dir, align_settings)
+
     torch_device = pick_device(device)
     model, tokenizer, hparams = load_model(checkpoint, torch_device)
     ctx = _Context(model, tokenizer, torch_device, checkpoint, _global_step(checkpoint), str(hparams.get("variant", "model")),
                    list(hparams.get("probes") or []), eval_dir,
                    run_dir / "tensorboard" if has_tensorboard else eval_dir / "tensorboard",
-                   num_maps, merge_subwords, head_grid_layer)
+                   num_maps, merge_subwords, head_grid_layer, align_settings)
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint), "run_dir": str(run_dir) if run_dir else None, "eval_dir": str(eval_dir),
         "tensorboard_root": str(ctx.tensorboard_root), "global_step": ctx.step, "variant": ctx.variant,
@@ -341,11 +595,17 @@ def evaluate(
                 hyps = [t.text for t in translations]
                 entry["comparison"] = {"baseline_file": str(compare_with), "test": significance_test,
                                        "metrics": compare_systems(baseline, hyps, eval_set.references, test=significance_test)}
+            if alignment:
+                entry["alignment"] = _alignment_entry(ctx, eval_set, translations)
             _log_evaluation(ctx, eval_set, setting, entry, translations)
             key = f"{eval_set.name}/{setting.name}"
             stored[key] = summary["results"][key] = entry
             summary["translations"][key] = translations
             _write_json(metrics_path, stored)  # after every evaluation: a later failure keeps the earlier ones
+    if gold_alignment is not None:
+        key, entry = _gold_alignment(ctx)
+        stored[key] = summary["results"][key] = entry
+        _write_json(metrics_path, stored)
     return summary
 
 
@@ -354,7 +614,8 @@ def format_report(summary: dict[str, Any]) -> str:
     """The short table printed by the CLI: scores and speed, signatures, attention summary, files."""
     head = ("set", "decoding", "sents", "BLEU", "chrF", "TER", "seconds", "sent/s")
     rows = [head]
-    for entry in summary["results"].values():
+    scored = [entry for entry in summary["results"].values() if "scores" in entry]  # gold alignments have no scores
+    for entry in scored:
         scores = entry["scores"]
         rows.append((entry["split"], _decoding_label(entry["decoding"]), str(entry["sentences"]),
                      *(f"{scores[m]['score']:.2f}" for m in TEXT_METRICS),
@@ -362,15 +623,17 @@ def format_report(summary: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [f"checkpoint {summary['checkpoint']} (step {summary['global_step']}, {summary['variant']})"]
     lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
-    first = next(iter(summary["results"].values()))
-    lines += [f"{m:5s} signature {first['scores'][m]['signature']}" for m in TEXT_METRICS]
+    if scored:
+        lines += [f"{m:5s} signature {scored[0]['scores'][m]['signature']}" for m in TEXT_METRICS]
     for key, entry in summary["results"].items():
-        for layer, by_head in entry["attention_statistics"].items():
+        for layer, by_head in entry.get("attention_statistics", {}).items():
             stats = by_head["mean"]
             lines.append(f"attention {key} {layer} (mean of heads): " + ", ".join(
                 f"{name} {value:.3f}" for name, value in stats.items()))
         if "comparison" in entry:
             lines.append(format_comparison(entry["comparison"]))
+        if "alignment" in entry:
+            lines += format_alignment(key, entry["alignment"])
     lines.append(f"written: {summary['eval_dir']}/ (metrics.json, *.hyp, attention/), "
                  f"TensorBoard: {summary['tensorboard_root']}/eval/")
     return "\n".join(lines)
@@ -390,3 +653,22 @@ def format_comparison(comparison: dict[str, Any]) -> str:
             f"system {r['system']:.2f} (95% CI {r['system_ci'][0]:.2f}-{r['system_ci'][1]:.2f})  p = {r['p_value']:.4f}"
         )
     return "\n".join(lines)
+
+
+def format_alignment(key: str, alignment: dict[str, Any]) -> list[str]:
+    """AER lines: the best layer/head and every layer's mean of heads, per kind of attention."""
+    lines = []
+    if "reference" in alignment:
+        ref = alignment["reference"]
+        lines.append(f"alignment {key}: reference = {ref['backend']} aligner ({ref['heuristic']}, "
+                     f"{ref['links_per_sentence']:.1f} links/sentence) {ref['folder']}")
+    for kind in ("teacher_forced", "output"):
+        if kind not in alignment:
+            continue
+        result = alignment[kind]
+        best = result["best"]
+        text = (f"alignment {key} {kind.replace('_', '-')} AER: best {best['layer']}/{best['head']} {best['aer']:.3f} "
+                f"(P {best['precision']:.3f}, R {best['recall']:.3f})" if best else f"alignment {key} {kind}: no links")
+        layers = ", ".join(f"{layer} {by_head['mean']['aer']:.3f}" for layer, by_head in result["argmax"].items())
+        lines.append(f"{text}; mean of heads: {layers}; diagonal baseline {result['diagonal_baseline']['aer']:.3f}")
+    return lines

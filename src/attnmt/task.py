@@ -35,6 +35,12 @@ class TranslationTask(L.LightningModule):
     val_decode:   greedy settings for validation ({"max_len_a", "max_len_b"})
     probes:       source sentences whose cross-attention maps are logged at every validation
     vocab:        {"fingerprint", ...} of the tokenizer the model was built for (checked on load)
+    attention_maps: {"scale": "fixed" | "max"} how probe maps colour their weights (viz.attention_figure)
+    text_samples: validation sentences logged as text (source, hypothesis, reference) per validation
+
+    To TensorBoard (rank 0): images `attention_maps/probe_<i>/...`, text `translations/probes` and
+    `translations/val_samples`, and the HParams tab (hyper-parameters; TensorBoard shows every
+    scalar's latest value beside them: val/bleu, best/val_bleu, train/tokens_per_s, ...).
     """
 
     def __init__(
@@ -50,6 +56,8 @@ class TranslationTask(L.LightningModule):
         max_nonfinite_steps: int = 20,
         vocab: dict | None = None,
         variant: str = "model",
+        attention_maps: dict | None = None,
+        text_samples: int = 3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -62,6 +70,10 @@ class TranslationTask(L.LightningModule):
         self.nonfinite_total = 0
         self._val_outputs: list[tuple[int, str]] = []
         self._val_loss = torch.zeros(2)  # [sum of token losses, number of tokens]
+        self.map_scale = str((attention_maps or {}).get("scale", "fixed"))
+        self.text_samples = text_samples
+        self.best_val_bleu: float | None = None
+        self.run_config: dict | None = None  # train() sets it: stored in checkpoints so ckpt_path= alone resumes
 
     # ----------------------------------------------------------------------------- training
     def loss(self, batch: Batch, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,19 +139,24 @@ class TranslationTask(L.LightningModule):
         for index, text in outputs:
             hypotheses[index] = text
         scores = corpus_scores(hypotheses, references, metrics=("bleu", "chrf"))
+        bleu = scores["bleu"]["score"]
+        if not self.trainer.sanity_checking:
+            self.best_val_bleu = bleu if self.best_val_bleu is None else max(self.best_val_bleu, bleu)
         # every rank logs the same corpus-level numbers, so checkpointing and early stopping agree
         self.log_dict(
             {
                 "val/loss": val_loss,
                 "val/ppl": math.exp(min(val_loss, 50.0)),
-                "val/bleu": scores["bleu"]["score"],
                 "val/chrf": scores["chrf"]["score"],
                 "val/decoded": float(len(outputs)),
+                "best/val_bleu": self.best_val_bleu if self.best_val_bleu is not None else bleu,
             },
             prog_bar=False,
             sync_dist=False,
         )
+        self.log("val/bleu", bleu, prog_bar=True, sync_dist=False)  # the progress bar shows the last score
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._log_text_samples(dm, hypotheses, references)
             self._log_probes()
 
     def _gather(self, items: list) -> list:
@@ -150,6 +167,17 @@ class TranslationTask(L.LightningModule):
         torch.distributed.all_gather_object(gathered, items)
         return [item for part in gathered for item in part]
 
+    def _log_text_samples(self, dm, hypotheses: list[str], references: list[str]) -> None:
+        """The first `text_samples` validation sentences as a Markdown table under translations/val_samples."""
+        writer = self._tensorboard()
+        if writer is None or self.text_samples <= 0:
+            return
+        count = min(self.text_samples, len(references))
+        sources = dm.sources(dm.corpus.val_split)[:count]
+        rows = [(src, hyp, ref) for src, hyp, ref in zip(sources, hypotheses[:count], references[:count])]
+        writer.add_text("translations/val_samples", _markdown_table(("source", "hypothesis", "reference"), rows),
+                        global_step=self.global_step)
+
     def _log_probes(self) -> None:
         from attnmt.viz import log_attention_maps
 
@@ -159,11 +187,32 @@ class TranslationTask(L.LightningModule):
         tokenizer = self.tokenizer
         batch_src, src_mask = pad_sources(tokenizer.encode_src(self.probes), self.device)
         hyps = greedy(self.model, batch_src, src_mask, **self.val_decode)
-        for i, (sentence, hyp) in enumerate(zip(self.probes, hyps)):
+        texts = tokenizer.decode_tgt([h.tokens for h in hyps])
+        for i, (sentence, hyp, text) in enumerate(zip(self.probes, hyps, texts)):
             src_tokens = tokenizer.src_pieces(sentence) + [EOS_PIECE]  # the model sees EOS too
             tgt_tokens = tokenizer.tgt_pieces_from_ids(hyp.output_ids)
             # hyp.attention: [L, H, T, S] over real tokens: T = len(output_ids), S = len(src_tokens)
-            log_attention_maps(writer, f"probe_{i}", hyp.attention, src_tokens, tgt_tokens, step=self.global_step)
+            log_attention_maps(writer, f"probe_{i}", hyp.attention, src_tokens, tgt_tokens, step=self.global_step,
+                               tag_root="attention_maps", title=f"{self.hparams.variant} · step {self.global_step}",
+                               translation=text, scale=self.map_scale)
+        rows = [(src, text) for src, text in zip(self.probes, texts)]
+        writer.add_text("translations/probes", _markdown_table(("source", "hypothesis"), rows), global_step=self.global_step)
+
+    def on_train_start(self) -> None:
+        """The HParams tab: this run's hyper-parameters against the metrics it keeps logging."""
+        writer = self._tensorboard()
+        if writer is None or not self.trainer.is_global_zero:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        params = hparam_values(self.run_config or {"variant": self.hparams.variant, "model": self.hparams.model,
+                                                   "optim": self.hparams.optim})
+        # Only the session's start (its hyper-parameters): with no experiment summary TensorBoard builds
+        # the table from every run's sessions, so a sweep of RNNs and Transformers gets the union of
+        # their hyper-parameters, and every scalar (val/bleu, best/val_bleu, eval/bleu of the eval
+        # sub-runs, ...) becomes a metric column holding its latest value.
+        _, start, _ = hparams(params, {tag: 0.0 for tag in HPARAM_METRICS})
+        writer._get_file_writer().add_summary(start, global_step=self.global_step)
 
     def _tensorboard(self):
         for logger in self.loggers:
@@ -181,16 +230,62 @@ class TranslationTask(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             ckpt_io.store_tokenizer(checkpoint, datamodule.tokenizer)
+        if self.run_config is not None:
+            checkpoint[ckpt_io.CONFIG_KEY] = self.run_config
         checkpoint["attnmt_nonfinite"] = {"total": self.nonfinite_total}
+        checkpoint["attnmt_best_val_bleu"] = self.best_val_bleu
         checkpoint["attnmt_rng"] = _rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.nonfinite_total = checkpoint.get("attnmt_nonfinite", {}).get("total", 0)
+        self.best_val_bleu = checkpoint.get("attnmt_best_val_bleu")
         if "attnmt_rng" in checkpoint and self._trainer is not None:
             _set_rng_states(checkpoint["attnmt_rng"])  # dropout continues as if never interrupted
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             ckpt_io.check_tokenizer(checkpoint, datamodule.tokenizer, source="the checkpoint being resumed")
+
+
+HPARAM_METRICS = ("val/bleu", "val/chrf", "val/loss", "best/val_bleu", "train/tokens_per_s")
+HPARAM_SECTIONS = ("model", "optim", "task.label_smoothing", "data.tokenizer", "data.max_tokens", "data.max_len",
+                   "trainer.max_time", "trainer.max_steps", "trainer.max_epochs", "trainer.precision",
+                   "trainer.accumulate_grad_batches", "trainer.devices")
+
+
+def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters shown in TensorBoard's HParams tab: variant, seed and the settings that
+    define what was trained, flattened to "model.d_model"-style keys with int/float/str/bool values."""
+    values: dict[str, Any] = {"variant": config.get("variant", "model")}
+    if "seed" in config:
+        values["seed"] = config["seed"]
+
+    def visit(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key != "_partial_":
+                    visit(f"{prefix}.{key}", value)
+        elif isinstance(node, bool | int | float | str):
+            values[prefix] = node.rsplit(".", 1)[-1] if prefix.endswith("_target_") else node
+        elif node is not None:
+            values[prefix] = str(node)
+
+    for section in HPARAM_SECTIONS:
+        node: Any = config
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            visit(section, node)
+    return values
+
+
+def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A Markdown table (TensorBoard's Text tab renders it); pipes in sentences are escaped."""
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ") or " "
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _rng_states() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Cross-attention heatmaps: figures, sentencepiece-to-word merging, PNG and TensorBoard output.
 
-Source tokens run along the x-axis, target tokens down the y-axis; colours span [0, 1].
+Source tokens run along the x-axis, target tokens down the y-axis; colours span [0, 1], or
+[0, the figure's largest weight] with scale="max" (diffuse maps stay readable).
 Only matplotlib's object-oriented API with the Agg canvas is used (no pyplot, no display), so
 this works on headless machines and inside training loops without leaking figures.
 """
@@ -41,17 +42,44 @@ def _check_tokens(weights: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Se
         )
 
 
-def _draw_map(ax: Any, weights: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str], title: str | None) -> Any:
-    """Draw one [T, S] map on ax; returns the image (for the colour bar)."""
-    image = ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis", aspect="equal", interpolation="nearest")
-    ax.set_xticks(range(len(src_tokens)), labels=list(src_tokens), rotation=90, fontsize=LABEL_POINTS)
-    ax.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens), fontsize=LABEL_POINTS)
+SCALES = ("fixed", "max")
+
+
+def colour_max(values: np.ndarray, scale: str = "fixed") -> float:
+    """Upper end of the colour scale: 1 ("fixed", maps comparable with each other) or the largest
+    weight drawn ("max", a diffuse map uses the whole colour range)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if scale == "max":
+        top = float(np.max(values)) if values.size else 1.0
+        return top if top > 0 else 1.0
+    return 1.0
+
+
+def _draw_map(ax: Any, weights: np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str], title: str | None,
+              vmax: float = 1.0, x_labels: bool = True, y_labels: bool = True) -> Any:
+    """Draw one [T, S] map on ax; returns the image (for the colour bar).
+
+    x_labels / y_labels False: tick labels and axis title left to the grid's outer panels.
+    """
+    image = ax.imshow(weights, vmin=0.0, vmax=vmax, cmap="viridis", aspect="equal", interpolation="nearest")
+    ax.set_xticks(range(len(src_tokens)), labels=list(src_tokens) if x_labels else [], rotation=90, fontsize=LABEL_POINTS)
+    ax.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens) if y_labels else [], fontsize=LABEL_POINTS)
     ax.tick_params(length=0)
-    ax.set_xlabel("source", fontsize=LABEL_POINTS + 1)
-    ax.set_ylabel("target", fontsize=LABEL_POINTS + 1)
+    if x_labels:
+        ax.set_xlabel("source", fontsize=LABEL_POINTS + 1)
+    if y_labels:
+        ax.set_ylabel("target", fontsize=LABEL_POINTS + 1)
     if title:
         ax.set_title(title, fontsize=LABEL_POINTS + 2)
     return image
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break a long title line (a translation) at spaces so it never widens the figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(width, 30))) or text
 
 
 def attention_figure(
@@ -59,26 +87,41 @@ def attention_figure(
     src_tokens: Sequence[str],
     tgt_tokens: Sequence[str],
     title: str | None = None,
+    scale: str = "fixed",
+    alignment: Any = None,
 ) -> Figure:
     """A heatmap of weights [T, S], or a grid with one heatmap per head for [H, T, S].
 
     The figure grows with the number of tokens (a fixed cell size), so labels keep a readable
-    size whatever the sentence length; every panel shares one colour bar over [0, 1].
+    size whatever the sentence length. In a head grid only the bottom row carries source labels
+    and only the left column target labels, so the panels, not repeated labels, fill the image.
+    Every panel shares one colour bar over [0, 1] (scale="fixed") or [0, largest weight] ("max").
+    title may hold several lines (e.g. the translation); lines are wrapped to the figure width.
+    alignment: optional (source index, target index) links, drawn as red outlined cells.
     """
+    from matplotlib.patches import Rectangle
+
     values = _as_numpy(weights)
     if values.ndim == 2:
         values = values[None]  # [1, T, S]
     if values.ndim != 3:
         raise ValueError(f"attention_figure wants [T, S] or [H, T, S], got shape {values.shape}")
     _check_tokens(values, src_tokens, tgt_tokens)
+    vmax = colour_max(values, scale)
     heads, target_len, source_len = values.shape
     columns = math.ceil(math.sqrt(heads))
     grid_rows = math.ceil(heads / columns)
     longest_label = max((len(token) for token in (*src_tokens, *tgt_tokens)), default=1)
     label_inches = 0.6 + 0.07 * min(longest_label, 20)  # room for tick labels and axis titles
-    panel_w = source_len * CELL_INCHES + label_inches
-    panel_h = target_len * CELL_INCHES + label_inches + 0.4
-    figure = Figure(figsize=(columns * panel_w + 1.2, grid_rows * panel_h + 0.3), dpi=DPI, layout="constrained")
+    panel_w = source_len * CELL_INCHES + 0.3
+    panel_h = target_len * CELL_INCHES + (0.45 if heads > 1 else 0.3)  # + the panel title
+    width = columns * panel_w + label_inches + 1.2
+    title_lines = 0
+    if title:
+        title = "\n".join(_wrap(line, int(width * 12)) for line in title.split("\n"))
+        title_lines = title.count("\n") + 1
+    height = grid_rows * panel_h + label_inches + 0.3 + 0.22 * title_lines
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(grid_rows, columns, squeeze=False)
     image = None
@@ -86,8 +129,13 @@ def attention_figure(
         if head >= heads:
             ax.set_axis_off()
             continue
-        panel_title = title if heads == 1 else f"head {head}"
-        image = _draw_map(ax, values[head], src_tokens, tgt_tokens, panel_title)
+        row, column = divmod(head, columns)
+        bottom = row == grid_rows - 1 or head + columns >= heads  # nothing drawn below this panel
+        panel_title = (title if heads == 1 else f"head {head}")
+        image = _draw_map(ax, values[head], src_tokens, tgt_tokens, panel_title, vmax=vmax,
+                          x_labels=heads == 1 or bottom, y_labels=heads == 1 or column == 0)
+        for s, t in alignment or ():  # reference links (source, target) as outlined cells
+            ax.add_patch(Rectangle((s - 0.5, t - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2))
     if heads > 1 and title:
         figure.suptitle(title, fontsize=LABEL_POINTS + 3)
     figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
@@ -186,15 +234,22 @@ def log_attention_maps(
     png_dir: str | Path | None = None,
     head_grid_layer: int = -1,
     merge: bool = False,
+    tag_root: str = "attention",
+    title: str | None = None,
+    translation: str | None = None,
+    scale: str = "fixed",
 ) -> list[str]:
     """Log one sentence's cross-attention weights [L, H, T, S] as images.
 
     writer: a torch.utils.tensorboard SummaryWriter (Lightning: logger.experiment).
-    Writes per layer the head-averaged map under "attention/<tag_prefix>/layer_<l>" and, when
+    Writes per layer the head-averaged map under "<tag_root>/<tag_prefix>/layer_<l>" and, when
     there are several heads, every head of layer `head_grid_layer` (negative counts from the
-    end) under "attention/<tag_prefix>/heads_layer_<l>". With png_dir the same figures go to
-    <png_dir>/<tag_prefix>_layer_<l>.png and ..._heads_layer_<l>.png. merge=True shows words
-    instead of sentencepiece pieces (see merge_subwords).
+    end) under "<tag_root>/<tag_prefix>/heads_layer_<l>" (training uses tag_root="attention_maps").
+    With png_dir the same figures go to <png_dir>/<tag_prefix>_layer_<l>.png and
+    ..._heads_layer_<l>.png. merge=True shows words instead of sentencepiece pieces (see
+    merge_subwords). title (e.g. "bahdanau · step 400") starts every figure title, followed by
+    the map's name and layer/head; translation, when given, is the title's second line.
+    scale: "fixed" colours over [0, 1], "max" over [0, the figure's largest weight].
     -> the tags written, followed by the PNG paths written.
     """
     values = _as_numpy(weights)
@@ -204,18 +259,22 @@ def log_attention_maps(
         values, src_tokens, tgt_tokens = merge_subwords(values, src_tokens, tgt_tokens)
     layers, heads = values.shape[:2]
     grid_layer = head_grid_layer % layers
+    head_text = "mean of heads" if heads > 1 else "single map"  # an RNN attention has one "head"
+    prefix = f"{title} · " if title else ""
+    second_line = f"\n→ {translation}" if translation else ""
     figures: list[tuple[str, Figure]] = []
     for layer in range(layers):
         name = f"layer_{layer}"
-        title = f"{tag_prefix} {name}" + (" (mean of heads)" if heads > 1 else "")
-        figures.append((name, attention_figure(values[layer].mean(axis=0), src_tokens, tgt_tokens, title)))
+        caption = f"{prefix}{tag_prefix} · layer {layer} ({head_text}){second_line}"
+        figures.append((name, attention_figure(values[layer].mean(axis=0), src_tokens, tgt_tokens, caption, scale=scale)))
     if heads > 1:
         name = f"heads_layer_{grid_layer}"
-        figures.append((name, attention_figure(values[grid_layer], src_tokens, tgt_tokens, f"{tag_prefix} {name}")))
+        caption = f"{prefix}{tag_prefix} · layer {grid_layer}, each head{second_line}"
+        figures.append((name, attention_figure(values[grid_layer], src_tokens, tgt_tokens, caption, scale=scale)))
 
     tags, paths = [], []
     for name, figure in figures:
-        tag = f"attention/{tag_prefix}/{name}"
+        tag = f"{tag_root}/{tag_prefix}/{name}"
         writer.add_image(tag, figure_to_array(figure), global_step=step, dataformats="HWC")
         tags.append(tag)
         if png_dir is not None:

@@ -3,8 +3,9 @@
 Token-id cache format (one folder per split): `src_tokens.npy`/`tgt_tokens.npy` hold every
 sentence's ids back to back (int16 when the vocabulary fits, else int32), `*_offsets.npy`
 [N + 1] int64 say where sentence i starts and ends, `positions.npy` [N] maps dataset index ->
-pair index in `corpus.read(split)`. The token arrays are opened with mmap, so memory stays flat
-however many workers read them.
+pair index in `corpus.read(split)`. Every array is opened with mmap, so memory stays flat
+however many workers read them. streaming.encode_split writes the same format chunk by chunk;
+`write_token_cache` (lists in memory) stays for small sets and tests.
 """
 
 from __future__ import annotations
@@ -79,11 +80,15 @@ class TokenPairDataset(Dataset):
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.meta = json.loads((self.folder / META_FILE).read_text())
-        # offsets are small (8 bytes per sentence): load them; the token arrays stay on disk
-        self.src_offsets = np.load(self.folder / "src_offsets.npy")
-        self.tgt_offsets = np.load(self.folder / "tgt_offsets.npy")
-        self.positions = np.load(self.folder / "positions.npy")
+        self._open_index()
         self._tokens: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _open_index(self) -> None:
+        # memory-mapped too (8 bytes per sentence each): pages shared by every process and
+        # DataLoader worker that reads the split, never copied into each one's heap
+        self.src_offsets = np.load(self.folder / "src_offsets.npy", mmap_mode="r")
+        self.tgt_offsets = np.load(self.folder / "tgt_offsets.npy", mmap_mode="r")
+        self.positions = np.load(self.folder / "positions.npy", mmap_mode="r")
 
     @property
     def src_lengths(self) -> np.ndarray:
@@ -103,17 +108,22 @@ class TokenPairDataset(Dataset):
         return self._tokens
 
     def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_tokens"] = None  # pickling a memmap would copy the whole array into the worker
-        return state
+        # pickling a memmap would copy the whole array into the worker: each process reopens them
+        skip = ("_tokens", "src_offsets", "tgt_offsets", "positions")
+        return {key: value for key, value in self.__dict__.items() if key not in skip}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._tokens = None
+        self._open_index()
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
         src_tokens, tgt_tokens = self._arrays()
-        src = src_tokens[self.src_offsets[index] : self.src_offsets[index + 1]].astype(np.int64)
-        tgt = tgt_tokens[self.tgt_offsets[index] : self.tgt_offsets[index + 1]].astype(np.int64)
+        src = src_tokens[int(self.src_offsets[index]) : int(self.src_offsets[index + 1])].astype(np.int64)
+        tgt = tgt_tokens[int(self.tgt_offsets[index]) : int(self.tgt_offsets[index + 1])].astype(np.int64)
         return int(index), src, tgt
 
 
@@ -223,7 +233,34 @@ class TokenBucketSampler(Sampler[list[int]]):
             self.epoch, batches_done = epoch + 1, 0
         self._resume = (self.epoch, batches_done)
 
-    def _cut(self, order: np.ndarray) -> list[list[int]]:
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        """Greedy batches over `order`: each batch is a view of `order` (8 bytes per pair in all).
+
+        Orders sorted by cost (all that this class makes) are cut in numpy, a window per batch;
+        any other order goes through the plain loop. Both give the same batches.
+        """
+        costs = self.cost[order]
+        if len(order) == 0:
+            return []
+        steps = np.diff(costs)
+        if (steps >= 0).all():  # ascending (training): the newest pair is the widest
+            bounds, start = [0], 0
+            while start < len(order):
+                width = self.max_tokens // max(int(costs[start]), 1) + 1  # no batch can be longer
+                window = costs[start : start + width] * np.arange(1, min(width, len(order) - start) + 1)
+                over = np.flatnonzero(window[1:] > self.max_tokens)
+                start += 1 + (int(over[0]) if len(over) else len(window) - 1)
+                bounds.append(start)
+        elif (steps <= 0).all():  # descending (evaluation): the first pair is the widest
+            bounds, start = [0], 0
+            while start < len(order):
+                start += max(1, self.max_tokens // max(int(costs[start]), 1))
+                bounds.append(min(start, len(order)))
+        else:
+            return [np.asarray(b, dtype=np.int64) for b in self._cut_loop(order)]
+        return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _cut_loop(self, order: np.ndarray) -> list[list[int]]:
         batches, current, widest = [], [], 0
         for index, cost in zip(order.tolist(), self.cost[order].tolist()):
             wider = max(widest, cost)
@@ -236,7 +273,7 @@ class TokenBucketSampler(Sampler[list[int]]):
             batches.append(current)
         return batches
 
-    def _all_batches(self) -> list[list[int]]:
+    def _all_batches(self) -> list[np.ndarray]:
         """Batches of every rank for the current epoch, in order."""
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
@@ -250,8 +287,8 @@ class TokenBucketSampler(Sampler[list[int]]):
             batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
         return batches
 
-    def batches(self) -> list[list[int]]:
-        """This rank's batches for the current epoch."""
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches for the current epoch: int64 index arrays (views of one sort order)."""
         if self._cached is None or self._cached[0] != self.epoch:
             if self.even:
                 mine = self._all_batches()[self.rank :: self.num_replicas]
@@ -269,7 +306,7 @@ class TokenBucketSampler(Sampler[list[int]]):
             epoch, done = self._resume
             skip = done if epoch == self.epoch else 0
             self._resume = None
-        return iter([list(b) for b in self.batches()[skip:]])
+        return (batch.tolist() for batch in self.batches()[skip:])
 
     def __len__(self) -> int:
         return len(self.batches())

@@ -1,5 +1,8 @@
 """Parallel text: read a pair of aligned files into validated sentence pairs.
 
+The reading itself (blocks, UTF-8 checks, alignment) lives in streaming.py; this module keeps
+the list-returning helpers and the Corpus classes.
+
 Files are UTF-8, one sentence per line, gzipped or not (detected by the gzip magic bytes, so a
 misnamed file still reads). Every problem a user can fix raises DataError naming the file (and
 line). Pairs where either side is blank are dropped and counted: they carry no training signal
@@ -8,16 +11,16 @@ and would make empty references.
 
 from __future__ import annotations
 
-import gzip
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnmt.data.streaming import GZIP_MAGIC, PairStats, iter_lines, iter_pair_chunks
 from attnmt.errors import DataError
 
 log = logging.getLogger("attnmt.data")
 
-GZIP_MAGIC = b"\x1f\x8b"
+__all__ = ["GZIP_MAGIC", "Corpus", "Pairs", "ParallelText", "read_lines", "read_pairs"]
 
 
 @dataclass
@@ -38,52 +41,25 @@ class Pairs:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file (gzipped or not), without line ends or outer whitespace."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    raw = path.read_bytes()
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: cannot decompress gzip data ({err}); the file is truncated or corrupt") from None
-    if not raw.strip():
-        raise DataError(f"{path} is empty; it must hold one sentence per line")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: invalid UTF-8 ({err.reason}); convert the file to UTF-8") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a byte-order mark is not part of the first sentence
-    # split on "\n" only: str.splitlines would also break on U+2028, U+0085, ... and misalign the pair
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # final newline
-    return [line.strip() for line in lines]
+    """Lines of a UTF-8 text file (gzipped or not), without line ends or outer whitespace.
+
+    The whole file as a list: for evaluation sets and references. Preparation streams
+    (streaming.iter_line_blocks), so corpora of any size are read in flat memory.
+    """
+    return list(iter_lines(path))
 
 
 def read_pairs(src_path: str | Path, tgt_path: str | Path) -> Pairs:
     """Read two aligned files; blank-side pairs are dropped (and logged)."""
-    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
-    if len(src_lines) != len(tgt_lines):
-        raise DataError(
-            f"line counts differ: {src_path} has {len(src_lines)} lines, {tgt_path} has {len(tgt_lines)}; "
-            "the two files of a parallel corpus must be aligned line by line"
-        )
-    src, tgt, numbers = [], [], []
-    for number, (s, t) in enumerate(zip(src_lines, tgt_lines), start=1):
-        if s and t:
-            src.append(s)
-            tgt.append(t)
-            numbers.append(number)
-    dropped = len(src_lines) - len(src)
-    if dropped:
-        log.info("dropped %d of %d pairs with an empty side (%s, %s)", dropped, len(src_lines), src_path, tgt_path)
-    if not src:
-        raise DataError(f"no usable sentence pairs in {src_path} / {tgt_path}: every pair has an empty side")
-    return Pairs(src, tgt, numbers, len(src_lines), dropped)
+    stats = PairStats()
+    src: list[str] = []
+    tgt: list[str] = []
+    numbers: list[int] = []
+    for chunk in iter_pair_chunks(src_path, tgt_path, stats=stats):
+        src += chunk.src
+        tgt += chunk.tgt
+        numbers += chunk.line_numbers
+    return Pairs(src, tgt, numbers, stats.total_lines, stats.dropped_empty)
 
 
 class Corpus:

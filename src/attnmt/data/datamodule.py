@@ -4,7 +4,12 @@ Everything expensive is cached under `cache_dir` and keyed by content, so a seco
 second DDP rank) only opens files:
 - `spm-<key>/`: tokenizer, key = train file hashes + tokenizer settings (tokenizer.py);
 - `ids-<split>-<key>/`: token ids, key = tokenizer fingerprint + split file hashes + filtering.
-Writes are atomic (temp folder + rename), so ranks that build at the same time stay consistent.
+Preparation streams (streaming.py): the text is read, checked and encoded in chunks (in
+`num_proc` processes) and the arrays are appended to disk, so memory stays flat whatever the
+corpus size; the sentencepiece model trains on a sample streamed from the files.
+One process builds each item while the others (DDP ranks, parallel runs) wait on a lock file and
+then load it; writes are atomic (temp folder + rename). File hashes are remembered under
+`digests/` by (path, size, mtime), so a cached start does not reread a large corpus.
 `cache_hits` says, per item, whether the last build reused it.
 """
 
@@ -13,13 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
 import torch
+import numpy as np
 from torch.utils.data import DataLoader
 
 from attnmt.data.batching import (
@@ -27,9 +35,9 @@ from attnmt.data.batching import (
     TokenBucketSampler,
     TokenPairDataset,
     collate,
-    write_token_cache,
 )
 from attnmt.data.corpus import Corpus, Pairs, read_pairs
+from attnmt.data.streaming import PairStats, build_lock, encode_split, file_sha256, iter_pair_chunks
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
 from attnmt.errors import ConfigError, DataError
 
@@ -58,8 +66,37 @@ class ResumableDataLoader(DataLoader):
         self.batch_sampler.resume(state["epoch"], state["batches_done"])
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def file_digest(path: Path, memo_dir: Path | None = None) -> str:
+    """sha256 of a file, streamed; with `memo_dir`, remembered by (path, size, mtime, inode)."""
+    path = Path(path)
+    if memo_dir is None:
+        return file_sha256(path)
+    stat = path.stat()
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+    memo = memo_dir / (hashlib.sha1(identity["path"].encode()).hexdigest()[:16] + ".json")
+    try:
+        stored = json.loads(memo.read_text())
+        if stored["identity"] == identity:
+            return stored["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = file_sha256(path)
+    try:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".digest.", dir=memo_dir)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"identity": identity, "sha256": digest}, handle)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only cache folder: hash again next time
+    return digest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tokenizer_settings(value: Mapping | TokenizerSettings | None) -> TokenizerSettings:
@@ -90,6 +127,7 @@ class TranslationDataModule(L.LightningDataModule):
         num_workers: int = 1,
         pin_memory: bool = True,
         seed: int = 0,
+        num_proc: int | None = 1,
     ) -> None:
         super().__init__()
         if isinstance(corpus, Mapping):  # a config node that was not instantiated yet
@@ -101,16 +139,22 @@ class TranslationDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{key}={value}: must be a positive number of tokens")
         if max_len is not None and max_len < 2:
             raise ConfigError(f"data.max_len={max_len}: must be at least 2 (one token + EOS) or null")
+        if num_proc is None:
+            num_proc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if num_proc < 1:
+            raise ConfigError(f"data.num_proc={num_proc}: must be at least 1 (processes encoding the corpus)")
         self.corpus = corpus
         self.tokenizer_settings = _tokenizer_settings(tokenizer)
         self.cache_dir = Path(cache_dir).expanduser()
         self.max_tokens, self.eval_max_tokens, self.max_len = max_tokens, eval_max_tokens, max_len
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.num_proc = num_proc
         self.tokenizer: Tokenizer | None = None
         self.cache_hits: dict[str, bool] = {}
         self._files: dict[str, tuple[Path, Path]] = {}  # split -> (src file, tgt file)
         self._datasets: dict[str, TokenPairDataset] = {}
         self._pairs: dict[str, Pairs] = {}  # raw text, read only when asked for
+        self._texts: dict[tuple[str, int], list[str]] = {}  # (split, side) -> sentences in dataset order
         self._ready = False
 
     # --- building ---------------------------------------------------------------------------
@@ -127,11 +171,11 @@ class TranslationDataModule(L.LightningDataModule):
         for split in self.corpus.splits:
             self._files[split] = self.corpus.files(split)
         train = self.corpus.train_split
-        train_digest = "+".join(file_digest(p) for p in self._files[train])
+        train_digest = "+".join(self._digest(p) for p in self._files[train])
 
-        def training_text() -> tuple[list[str], list[str]]:
-            pairs = self._read(train)
-            return pairs.src, pairs.tgt
+        def training_text():
+            # each side streamed from the files (sentencepiece keeps a sample), never a list
+            return (lambda: self._stream_side(train, 0)), (lambda: self._stream_side(train, 1))
 
         self.tokenizer, self.cache_hits["tokenizer"] = load_or_train(
             self.cache_dir, self.tokenizer_settings, train_digest, training_text
@@ -139,54 +183,68 @@ class TranslationDataModule(L.LightningDataModule):
         for split in self.corpus.splits:
             self._datasets[split] = self._encode(split)
         self._ready = True
-        self._pairs.clear()  # the text was only needed for encoding; sources()/references() reread it
+        self._pairs.clear()
         log.info(
             "data ready in %.1f s: %s, %s; cache hits %s",
             time.perf_counter() - started, self.corpus, self.tokenizer, self.cache_hits,
         )
 
+    def _digest(self, path: Path) -> str:
+        return file_digest(path, self.cache_dir / "digests")
+
     def _read(self, split: str) -> Pairs:
+        """The whole split as lists (small splits only: preparation streams)."""
         if split not in self._pairs:
             self._pairs[split] = read_pairs(*self._files[split])
         return self._pairs[split]
 
+    def _stream_side(self, split: str, side: int):
+        """Sentences of one side (0 source, 1 target) of a split's usable pairs, streamed."""
+        for chunk in iter_pair_chunks(*self._files[split]):
+            yield from (chunk.src if side == 0 else chunk.tgt)
+
     def _encode(self, split: str) -> TokenPairDataset:
-        """Token ids of a split from the cache, encoding them on a miss."""
-        global ENCODINGS
+        """Token ids of a split from the cache, encoding them (streamed) on a miss."""
         assert self.tokenizer is not None
         max_len = self.max_len if split == self.corpus.train_split else None  # never filter evaluation
         key_parts = {
             "format": CACHE_FORMAT,
             "tokenizer": self.tokenizer.fingerprint,
-            "files": [file_digest(p) for p in self._files[split]],
+            "files": [self._digest(p) for p in self._files[split]],
             "max_len": max_len,
         }
         key = hashlib.sha1(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
         folder = self.cache_dir / f"ids-{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{key}"
         hit = (folder / "meta.json").is_file()
         if not hit:
-            pairs = self._read(split)
-            src_ids = self.tokenizer.encode_src(pairs.src)
-            tgt_ids = self.tokenizer.encode_tgt(pairs.tgt)
-            ENCODINGS += 1
-            positions = range(len(pairs))
-            if max_len is not None:
-                # lengths as the model sees them (with EOS / BOS), so no tensor exceeds max_len
-                limit = max_len - SPECIALS_PER_SIDE
-                positions = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= limit and len(t) <= limit]
-                if not positions:
-                    raise ConfigError(f"data.max_len={max_len} drops every training pair of {split}; raise it")
-                if len(positions) < len(pairs):
-                    log.info("%s: dropped %d of %d pairs longer than max_len=%d tokens",
-                             split, len(pairs) - len(positions), len(pairs), max_len)
-            meta = {"split": split, "files": [str(p) for p in self._files[split]], "max_len": max_len,
-                    "dropped_empty": pairs.dropped_empty, "dropped_long": len(pairs) - len(positions)}
-            write_token_cache(
-                folder, [src_ids[i] for i in positions], [tgt_ids[i] for i in positions], list(positions),
-                vocab_size=max(self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size), meta=meta,
-            )
+            with build_lock(folder):
+                hit = (folder / "meta.json").is_file()  # built by a process we waited for
+                if not hit:
+                    self._encode_into(split, folder, max_len)
         self.cache_hits[f"ids/{split}"] = hit
         return TokenPairDataset(folder)
+
+    def _encode_into(self, split: str, folder: Path, max_len: int | None) -> None:
+        global ENCODINGS
+        started = time.perf_counter()
+        stats = PairStats()
+        src_model, tgt_model = self.tokenizer.model_bytes
+        files = self._files[split]
+        # lengths as the model sees them (with EOS / BOS), so no tensor exceeds max_len
+        limit = None if max_len is None else max_len - SPECIALS_PER_SIDE
+        result = encode_split(
+            iter_pair_chunks(*files, stats=stats), folder, src_model, tgt_model,
+            vocab_size=max(self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size),
+            max_len_limit=limit, num_proc=self.num_proc, stats=stats,
+            meta={"split": split, "files": [str(p) for p in files], "max_len": max_len},
+            what=split, all_dropped=f"data.max_len={max_len} drops every training pair of {split}; raise it",
+        )
+        ENCODINGS += 1
+        if result is not None:
+            seconds = time.perf_counter() - started
+            log.info("%s: encoded %d pairs in %.1f s (%.0f pairs/s, %d process%s); dropped %d empty, %d too long",
+                     split, stats.kept, seconds, stats.kept / max(seconds, 1e-9), self.num_proc,
+                     "es" if self.num_proc > 1 else "", stats.dropped_empty, result.dropped_long)
 
     def add_split(self, name: str, src_path: str | Path, tgt_path: str | Path) -> str:
         """Register any aligned file pair as split `name` (e.g. a custom test set); returns name."""
@@ -195,6 +253,7 @@ class TranslationDataModule(L.LightningDataModule):
             raise ConfigError(f"split name {name!r} is taken by the corpus; choose another one")
         self._files[name] = (Path(src_path), Path(tgt_path))
         self._pairs.pop(name, None)
+        self._texts.pop((name, 0), None), self._texts.pop((name, 1), None)
         self._datasets[name] = self._encode(name)
         return name
 
@@ -283,12 +342,28 @@ class TranslationDataModule(L.LightningDataModule):
 
     def sources(self, split: str) -> list[str]:
         """Source sentences of a split, entry i matching Batch.index == i."""
-        positions = self._dataset(split).positions
-        pairs = self._read(split)
-        return [pairs.src[p] for p in positions.tolist()]
+        return self._side_texts(split, 0)
 
     def references(self, split: str) -> list[str]:
         """Reference translations of a split, entry i matching Batch.index == i (for sacreBLEU)."""
-        positions = self._dataset(split).positions
-        pairs = self._read(split)
-        return [pairs.tgt[p] for p in positions.tolist()]
+        return self._side_texts(split, 1)
+
+    def _side_texts(self, split: str, side: int) -> list[str]:
+        """One side's sentences in dataset order, streamed from the files (only those kept)."""
+        cached = self._texts.get((split, side))
+        if cached is not None:
+            return cached
+        positions = np.asarray(self._dataset(split).positions)
+        if len(positions) > 1 and not bool(np.all(positions[1:] > positions[:-1])):  # not written by encode_split
+            texts = self._read(split)
+            chosen = [(texts.src if side == 0 else texts.tgt)[p] for p in positions.tolist()]
+        else:
+            chosen = []
+            for chunk in iter_pair_chunks(*self._files[split]):
+                end = chunk.first + len(chunk.src)
+                lo, hi = np.searchsorted(positions, [chunk.first, end])
+                sentences = chunk.src if side == 0 else chunk.tgt
+                chosen += [sentences[p - chunk.first] for p in positions[lo:hi].tolist()]
+        if split != self.corpus.train_split:  # evaluation sets are small and asked for every validation
+            self._texts[(split, side)] = chosen
+        return chosen

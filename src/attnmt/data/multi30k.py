@@ -83,24 +83,39 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check(path: Path, name: str, where: str) -> None:
+def _check(path: Path, name: str, where: str, shown: Path | str | None = None) -> None:
+    """DataError unless `path` has the published sha256; the message names `shown` (default: path)."""
     expected = CHECKSUMS[name][1]
     actual = sha256_of(path)
     if actual != expected:
+        place = f"{where} {path if shown is None else shown}".strip()
         raise DataError(
-            f"checksum mismatch for {name} ({where} {path}): expected sha256 {expected}, got {actual}; "
+            f"checksum mismatch for {name} ({place}): expected sha256 {expected}, got {actual}; "
             "the file is corrupt or not the Multi30k original"
         )
 
 
+def _umask_mode() -> int:
+    """Permissions open() would give a new file under the process's umask (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _install(source: Path, name: str, target: Path, where: str) -> None:
-    """Copy `source` to `target` through a verified temporary file (atomic)."""
+    """Copy `source` to `target` through a verified temporary file (atomic).
+
+    The checksum is taken of `source` itself, so an error names the user's file, not the temporary copy.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    _check(source, name, where)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
-        _check(Path(tmp), name, where)
+        if sha256_of(Path(tmp)) != CHECKSUMS[name][1]:  # the copy itself went wrong (disk full, ...)
+            raise DataError(f"copying {source} to {target.parent} gave a different file; check free space there and retry")
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -121,7 +136,8 @@ def _download(name: str, target: Path) -> None:
                 shown = f"{100 * done // total:3d}%" if total else f"{done // 1024} KiB"
                 print(f"\rdownloading {name}: {shown}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-        _check(Path(tmp), name, "download of")
+        _check(Path(tmp), name, f"downloaded from {url}; not kept", shown="")
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -5,8 +5,13 @@ or checkpoint can keep a copy and reload exactly the vocabulary it was trained w
 special ids come from vocab.py (pad 0, unk 1, bos 2, eos 3).
 
 Cache: `<cache_dir>/spm-<key>/`, key = hash of the training text digest + every setting + the
-sentencepiece version. Training writes into a temporary folder that is then renamed; when two
-processes (DDP ranks) race, the loser drops its copy and loads the winner's.
+sentencepiece version. One process trains while the others wait on a lock file
+(streaming.build_lock); training writes into a temporary folder that is then renamed, so a
+reader never sees half a model.
+
+Training text is streamed (an iterator, not a list): sentencepiece keeps a shuffled sample of at
+most `input_sentence_size` sentences (reservoir sampling with a fixed seed, so the same text gives
+the same model), which bounds its memory whatever the corpus size.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from itertools import chain
+from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import sentencepiece as spm
 
+from attnmt.data.streaming import build_lock, publish_permissions
 from attnmt.data.vocab import BOS_ID, BOS_PIECE, EOS_ID, EOS_PIECE, PAD_ID, PAD_PIECE, UNK_ID, UNK_PIECE
 from attnmt.errors import ConfigError, DataError
 
@@ -33,6 +40,10 @@ log = logging.getLogger("attnmt.data")
 META_FILE = "tokenizer.json"
 # Number of sentencepiece trainings in this process: tests read it to prove a cache hit.
 TRAININGS = 0
+SAMPLING_SEED = 0  # sentencepiece's sampling of input_sentence_size sentences: same text, same model
+
+# Training text of one side: sentences, or a function that streams them (called once per use).
+Text = Union[Iterable[str], Callable[[], Iterable[str]]]
 
 
 @dataclass(frozen=True)
@@ -42,12 +53,28 @@ class TokenizerSettings:
     vocab_size: int = 8000  # per model
     character_coverage: float = 1.0  # fine for Latin-script languages
     input_sentence_size: int = 2_000_000  # at most this many sentences (sampled) train a model
+    shuffle_input_sentence: bool = True  # sample uniformly over the whole text, not its first sentences
+    byte_fallback: bool = False  # unknown characters become UTF-8 byte pieces instead of <unk> (+256 pieces)
 
     def __post_init__(self) -> None:
         if self.model_type not in ("unigram", "bpe"):
             raise ConfigError(f"data.tokenizer.model_type={self.model_type!r}: use 'unigram' or 'bpe'")
         if self.vocab_size <= 4:
             raise ConfigError(f"data.tokenizer.vocab_size={self.vocab_size}: must exceed the 4 special tokens")
+        if self.byte_fallback and self.vocab_size <= 260:
+            raise ConfigError(f"data.tokenizer.vocab_size={self.vocab_size}: byte_fallback needs more than 256 byte pieces + 4 specials")
+        if self.input_sentence_size < 0:
+            raise ConfigError(f"data.tokenizer.input_sentence_size={self.input_sentence_size}: use 0 (all sentences) or a positive count")
+
+
+# Settings added after caches existed: left out of cache keys and tokenizer.json while they hold
+# their defaults, so existing caches keep their keys and older code can still read new folders.
+_LATER_DEFAULTS = {"shuffle_input_sentence": True, "byte_fallback": False}
+
+
+def settings_dict(settings: TokenizerSettings) -> dict:
+    values = asdict(settings)
+    return {k: v for k, v in values.items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
 
 
 def _sha1(*parts: bytes) -> str:
@@ -68,10 +95,15 @@ def _processor(model: bytes) -> spm.SentencePieceProcessor:
         raise DataError(f"not a valid sentencepiece model ({err})") from None
 
 
-def _train_model(lines: list[str], settings: TokenizerSettings, key: str) -> bytes:
-    """Train one sentencepiece model on `lines`; returns the serialized model."""
+def _stream(text: Text) -> Iterator[str]:
+    return iter(text() if callable(text) else text)
+
+
+def _train_model(lines: Iterable[str], settings: TokenizerSettings, key: str) -> bytes:
+    """Train one sentencepiece model on the sentences `lines` yields; returns the serialized model."""
     global TRAININGS
     model = io.BytesIO()
+    spm.set_random_generator_seed(SAMPLING_SEED)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
@@ -80,7 +112,9 @@ def _train_model(lines: list[str], settings: TokenizerSettings, key: str) -> byt
             vocab_size=settings.vocab_size,
             character_coverage=settings.character_coverage,
             input_sentence_size=settings.input_sentence_size,
-            shuffle_input_sentence=True,
+            shuffle_input_sentence=settings.shuffle_input_sentence,
+            # only when on: the model file records every option given, and so would its fingerprint
+            **({"byte_fallback": True} if settings.byte_fallback else {}),
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             pad_piece=PAD_PIECE, unk_piece=UNK_PIECE, bos_piece=BOS_PIECE, eos_piece=EOS_PIECE,
             num_threads=os.cpu_count() or 1,
@@ -111,6 +145,11 @@ class Tokenizer:
         self.fingerprint = fingerprint_of(src_model, tgt_model)
 
     @property
+    def model_bytes(self) -> tuple[bytes, bytes | None]:
+        """(source model, target model or None when joint), serialized: what worker processes load."""
+        return self._src_bytes, self._tgt_bytes
+
+    @property
     def src_vocab_size(self) -> int:
         return self._src.get_piece_size()
 
@@ -120,13 +159,18 @@ class Tokenizer:
 
     # --- training and persistence -------------------------------------------------------
     @classmethod
-    def train(cls, src_lines: list[str], tgt_lines: list[str], settings: TokenizerSettings) -> "Tokenizer":
-        """Train new model(s) on the given training sentences (no caching)."""
+    def train(cls, src_lines: Text, tgt_lines: Text, settings: TokenizerSettings) -> "Tokenizer":
+        """Train new model(s) on the given training sentences (no caching).
+
+        Each side is a list/iterable of sentences or a function that streams them; sentencepiece
+        reads the stream once and keeps a sample of `settings.input_sentence_size` sentences.
+        """
         started = time.perf_counter()
         if settings.joint:
-            tokenizer = cls(_train_model(src_lines + tgt_lines, settings, "joint"), None, settings)
+            tokenizer = cls(_train_model(chain(_stream(src_lines), _stream(tgt_lines)), settings, "joint"), None, settings)
         else:
-            tokenizer = cls(_train_model(src_lines, settings, "source"), _train_model(tgt_lines, settings, "target"), settings)
+            tokenizer = cls(_train_model(_stream(src_lines), settings, "source"),
+                            _train_model(_stream(tgt_lines), settings, "target"), settings)
         log.info("trained sentencepiece (%s) in %.1f s", settings, time.perf_counter() - started)
         return tokenizer
 
@@ -138,7 +182,7 @@ class Tokenizer:
         (folder / files["src"]).write_bytes(self._src_bytes)
         if not self.joint:
             (folder / files["tgt"]).write_bytes(self._tgt_bytes)
-        meta = {"settings": asdict(self.settings), "files": files, "fingerprint": self.fingerprint,
+        meta = {"settings": settings_dict(self.settings), "files": files, "fingerprint": self.fingerprint,
                 "sentencepiece": spm.__version__}
         (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
@@ -204,7 +248,7 @@ def _clean(ids: Sequence[int]) -> list[int]:
 
 
 def cache_key(settings: TokenizerSettings, text_digest: str) -> str:
-    blob = json.dumps({"settings": asdict(settings), "text": text_digest, "spm": spm.__version__}, sort_keys=True)
+    blob = json.dumps({"settings": settings_dict(settings), "text": text_digest, "spm": spm.__version__}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -212,25 +256,31 @@ def load_or_train(
     cache_dir: str | Path,
     settings: TokenizerSettings,
     text_digest: str,
-    training_text: Callable[[], tuple[list[str], list[str]]],
+    training_text: Callable[[], tuple[Text, Text]],
 ) -> tuple[Tokenizer, bool]:
     """The cached tokenizer for (settings, text_digest), trained on `training_text()` if missing.
 
-    `text_digest` must change whenever the training sentences change (the caller hashes its
-    files). Returns (tokenizer, cache_hit).
+    `training_text()` returns (source text, target text), each a list of sentences or a function
+    that streams them. `text_digest` must change whenever the training sentences change (the
+    caller hashes its files). One process trains, concurrent ones wait for it and load its model.
+    Returns (tokenizer, cache_hit).
     """
     folder = Path(cache_dir) / f"spm-{cache_key(settings, text_digest)}"
     if (folder / META_FILE).is_file():
         return Tokenizer.load(folder), True
-    src_lines, tgt_lines = training_text()
-    tokenizer = Tokenizer.train(src_lines, tgt_lines, settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    tokenizer.save(tmp)
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        # another process renamed its copy first: use that one so every rank shares one model
-        shutil.rmtree(tmp, ignore_errors=True)
-        return Tokenizer.load(folder), True
+    with build_lock(folder):
+        if (folder / META_FILE).is_file():  # built by the process we waited for
+            return Tokenizer.load(folder), True
+        src_lines, tgt_lines = training_text()
+        tokenizer = Tokenizer.train(src_lines, tgt_lines, settings)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tokenizer.save(tmp)
+        publish_permissions(tmp)  # mkdtemp made it private (0700): the umask decides, as for any file
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            # another process (without the lock: another machine) renamed its copy first: use it
+            shutil.rmtree(tmp, ignore_errors=True)
+            return Tokenizer.load(folder), True
     return tokenizer, False

@@ -16,6 +16,7 @@ from attnmt.errors import ConfigError
 from attnmt.modules.attention import build_rnn_attention
 from attnmt.modules.dropout import Dropout
 from attnmt.modules.embeddings import count_parameters, require_dropout, require_positive, tied_embeddings
+from attnmt.modules.init import initialise
 from attnmt.modules.rnn import AttentionalDecoder, DecoderState, EncoderOutput, RNNEncoder, check_rnn_type
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class RNNSeq2Seq(nn.Module):
     input_feeding: Luong only: feed h~_{t-1} into the next RNN input
     local_attention: None (global) or "monotonic" / "predictive": Luong's local-m / local-p window
     local_window: the window's half-width D (2D+1 source positions)
+    scale_scores: divide dot/general scores by sqrt(hidden_size) (false: Luong's unscaled form)
+    init: "pytorch" (PyTorch defaults, measured best here) or "xavier" (xavier_uniform Linear weights,
+          zero biases, embeddings N(0, 0.1^2) as OpenNMT/fairseq)
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class RNNSeq2Seq(nn.Module):
         input_feeding: bool = True,
         local_attention: str | None = None,
         local_window: int = 5,
+        scale_scores: bool = True,
         rnn_type: str = "gru",
         embedding_size: int = 256,
         encoder_hidden_size: int = 128,
@@ -54,6 +59,7 @@ class RNNSeq2Seq(nn.Module):
         decoder_layers: int = 1,
         dropout: float = 0.3,
         tie_embeddings: bool = False,
+        init: str = "pytorch",
     ) -> None:
         super().__init__()
         require_positive(
@@ -96,12 +102,16 @@ class RNNSeq2Seq(nn.Module):
             hidden_size=hidden_size,
             num_layers=decoder_layers,
             dropout=dropout,
-            attention=build_rnn_attention(score, query_size, memory_size, attention_size, local_attention, local_window),
+            attention=build_rnn_attention(
+                score, query_size, memory_size, attention_size, local_attention, local_window, scale_scores
+            ),
             attend_before_rnn=attention == "bahdanau",
             input_feeding=input_feeding,
             readout_size=readout_size,
         )
         self.output = nn.Linear(decoder_readout, tgt_vocab_size)
+        # OpenNMT and fairseq start RNN embeddings near +-0.1, not PyTorch's N(0, 1)
+        initialise(self, init, [self.src_embed, self.tgt_embed], embedding_std=0.1)
         if tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         log.info("RNNSeq2Seq (%s, %s score, %s): %d parameters", attention, score, local_attention or "global", self.num_parameters())

@@ -25,6 +25,7 @@ from attnmt.modules.embeddings import (
     sinusoidal_positions,
     tied_embeddings,
 )
+from attnmt.modules.init import initialise
 from attnmt.modules.sliding_window import check_window
 from attnmt.modules.transformer import LayerCache, TransformerDecoder, TransformerEncoder
 
@@ -45,6 +46,8 @@ class TransformerState:
 
 
 class TransformerSeq2Seq(nn.Module):
+    """init: "xavier" (xavier_uniform Linear weights, zero biases) or "pytorch" (PyTorch's defaults)."""
+
     def __init__(
         self,
         src_vocab_size: int,
@@ -59,6 +62,7 @@ class TransformerSeq2Seq(nn.Module):
         tie_embeddings: bool = True,
         encoder_window: int | None = None,
         decoder_window: int | None = None,
+        init: str = "xavier",
     ) -> None:
         super().__init__()
         require_positive(
@@ -83,15 +87,14 @@ class TransformerSeq2Seq(nn.Module):
         self.encoder = TransformerEncoder(encoder_layers, d_model, heads, ff_size, dropout, encoder_window)
         self.decoder = TransformerDecoder(decoder_layers, d_model, heads, ff_size, dropout, decoder_window)
         self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
-        self._init_embeddings()
+        initialise(self, init, embeddings=[], embedding_std=0.0)  # Linear layers only
+        # part of the architecture, not of the scheme: inputs are scaled by sqrt(d_model), so
+        # std d_model^-0.5 tables give unit-variance inputs whatever `init` says
+        for table in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(table.weight, std=self.d_model**-0.5)
         if tie_embeddings:
             self.output.weight = self.tgt_embed.weight
         log.info("TransformerSeq2Seq: %d parameters", self.num_parameters())
-
-    def _init_embeddings(self) -> None:
-        # scaled by sqrt(d_model) on input, so unit-variance inputs need std d_model^-0.5 tables
-        for table in {self.src_embed, self.tgt_embed}:
-            nn.init.normal_(table.weight, std=self.d_model**-0.5)
 
     def num_parameters(self) -> int:
         return count_parameters(self)

@@ -12,6 +12,10 @@ weight and a row with no real key at all yields zeros, never NaN, in float32, bf
 - AdditiveAttention: Bahdanau et al. (2015) score v^T tanh(W_q q + W_k k); H = 1. Luong's
   "concat" score is the same function, so it is built from this class too.
 - DotProductAttention: Luong et al. (2015) "dot" (q . k) and "general" (q . W_a k); H = 1.
+  By default the score is divided by sqrt(d), d the key width, as in Vaswani et al. (2017):
+  unscaled, the scores of a d=256 state grow with d and the softmax saturates within tens of
+  updates on one source position (in Multi30k the final "."), after which no gradient reaches
+  the others; `scaled=False` keeps the paper's unscaled form for comparison.
 - MultiHeadAttention: scaled dot-product attention with H heads (Transformer).
 
 Key projections depend only on the source, so the RNN attentions expose `precompute(keys)` and
@@ -94,10 +98,14 @@ class AdditiveAttention(SingleHeadAttention):
 
 
 class DotProductAttention(SingleHeadAttention):
-    """Luong "dot" (score q . k) or, with bilinear=True, "general" (score q . W_a k)."""
+    """Luong "dot" (score q . k) or, with bilinear=True, "general" (score q . W_a k),
+    divided by sqrt(query_size) when `scaled` (the default)."""
 
-    def __init__(self, query_size: int, key_size: int, bilinear: bool, config_key: str = "model.score") -> None:
+    def __init__(
+        self, query_size: int, key_size: int, bilinear: bool, scaled: bool = True, config_key: str = "model.score"
+    ) -> None:
         super().__init__()
+        self.scale = 1.0 / math.sqrt(query_size) if scaled else 1.0
         if not bilinear and query_size != key_size:
             raise ConfigError(
                 f"{config_key}=dot needs the decoder state size ({query_size}) to equal the encoder "
@@ -111,7 +119,19 @@ class DotProductAttention(SingleHeadAttention):
 
     def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
         """query [B, Tq, Dq], projected_keys [B, Tk, Dq] -> unnormalised scores [B, Tq, Tk]."""
-        return torch.bmm(query, projected_keys.transpose(1, 2))
+        scores = torch.bmm(query, projected_keys.transpose(1, 2))
+        return scores if self.scale == 1.0 else scores * self.scale
+
+
+# score name (model.score) -> the attention computing it; a new score is one entry here
+RNN_SCORES = {
+    "additive": lambda query_size, key_size, attention_size, scaled, key: AdditiveAttention(query_size, key_size, attention_size),
+    "concat": lambda query_size, key_size, attention_size, scaled, key: AdditiveAttention(query_size, key_size, attention_size),
+    "dot": lambda query_size, key_size, attention_size, scaled, key: DotProductAttention(
+        query_size, key_size, bilinear=False, scaled=scaled, config_key=key),
+    "general": lambda query_size, key_size, attention_size, scaled, key: DotProductAttention(
+        query_size, key_size, bilinear=True, scaled=scaled, config_key=key),
+}
 
 
 def build_rnn_attention(
@@ -121,16 +141,15 @@ def build_rnn_attention(
     attention_size: int,
     local: str | None = None,
     local_window: int = 5,
+    scale_scores: bool = True,
     config_key: str = "model.score",
 ) -> nn.Module:
     """The single-head attention an RNN decoder uses, chosen by its config strings:
-    `score` the score function, `local` None (global) or a LocalAttention mode with half-width `local_window`."""
-    if score in ("additive", "concat"):
-        scorer = AdditiveAttention(query_size, key_size, attention_size)
-    elif score in ("dot", "general"):
-        scorer = DotProductAttention(query_size, key_size, bilinear=score == "general", config_key=config_key)
-    else:
+    `score` the score function, `local` None (global) or a LocalAttention mode with half-width `local_window`;
+    `scale_scores` divides dot/general scores by sqrt(query_size) (no effect on additive/concat)."""
+    if score not in RNN_SCORES:
         raise ConfigError(f"{config_key}={score!r} is not a known attention score; choose one of {', '.join(RNN_SCORES)}")
+    scorer = RNN_SCORES[score](query_size, key_size, attention_size, scale_scores, config_key)
     if local is None:
         return scorer
     from attnmt.modules.local_attention import LocalAttention  # it builds on this module

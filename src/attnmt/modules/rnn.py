@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnmt.errors import ConfigError
 from attnmt.modules.dropout import Dropout
+from attnmt.modules.precision import float32_region, to_float32
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -55,7 +56,11 @@ class RNNEncoder(nn.Module):
         self.output_size = 2 * hidden_size
 
     def forward(self, embedded: torch.Tensor, src_mask: torch.Tensor) -> EncoderOutput:
-        """embedded [B, S, E], src_mask [B, S] bool -> EncoderOutput."""
+        """embedded [B, S, E], src_mask [B, S] bool -> EncoderOutput (float32 under autocast too)."""
+        with float32_region(embedded.device.type):
+            return self._encode(to_float32(embedded), src_mask)
+
+    def _encode(self, embedded: torch.Tensor, src_mask: torch.Tensor) -> EncoderOutput:
         # pack_padded_sequence needs the lengths on the CPU: one unavoidable sync per batch.
         lengths = src_mask.sum(dim=1).cpu()
         packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
@@ -183,7 +188,11 @@ class AttentionalDecoder(nn.Module):
         self.bridge_cell = nn.Linear(memory_size, num_layers * hidden_size) if self.is_lstm else None
 
     def init_state(self, encoded: "EncoderOutput", src_mask: torch.Tensor) -> DecoderState:
-        """encoded: EncoderOutput, src_mask [B, S] -> DecoderState."""
+        """encoded: EncoderOutput, src_mask [B, S] -> DecoderState (float32 under autocast too)."""
+        with float32_region(src_mask.device.type):
+            return self._init_state(encoded, src_mask)
+
+    def _init_state(self, encoded: "EncoderOutput", src_mask: torch.Tensor) -> DecoderState:
         split = lambda x: tuple(torch.tanh(x).chunk(self.num_layers, dim=-1))  # noqa: E731  L x [B, H]
         hidden = split(self.bridge(encoded.final))
         cell = split(self.bridge_cell(encoded.final_cell)) if self.is_lstm else None
@@ -208,7 +217,13 @@ class AttentionalDecoder(nn.Module):
         )
 
     def step(self, embedded: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
-        """embedded [B, E] (previous target token) -> (readout [B, R], new state, weights [B, S])."""
+        """embedded [B, E] (previous target token) -> (readout [B, R], new state, weights [B, S]).
+
+        Runs in float32 under autocast too (modules/precision.py)."""
+        with float32_region(embedded.device.type):
+            return self._step(to_float32(embedded), state)
+
+    def _step(self, embedded: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         if self.attend_before_rnn:
             context, weights = self._attend(state.hidden[-1].unsqueeze(1), state, state.position)  # query s_{t-1}
             context = context.squeeze(1)  # [B, M]
@@ -225,13 +240,18 @@ class AttentionalDecoder(nn.Module):
         return attentional, next_state, weights[:, 0, 0]
 
     def forward(self, embedded: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: embedded [B, T, E] -> (readouts [B, T, R], weights [B, T, S])."""
-        if not self.attend_before_rnn and not self.input_feeding:
-            return self._forward_parallel_attention(embedded, state)
+        """Teacher forcing: embedded [B, T, E] -> (readouts [B, T, R], weights [B, T, S]), float32."""
+        with float32_region(embedded.device.type):
+            embedded = to_float32(embedded)
+            if not self.attend_before_rnn and not self.input_feeding:
+                return self._forward_parallel_attention(embedded, state)
+            return self._forward_stepwise(embedded, state)
+
+    def _forward_stepwise(self, embedded: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         readouts, weights = [], []
         # unbind, not embedded[:, t]: each select's backward would zero-fill a full [B, T, E] gradient
         for embedded_t in embedded.unbind(1):
-            readout, state, step_weights = self.step(embedded_t, state)
+            readout, state, step_weights = self._step(embedded_t, state)
             readouts.append(readout)
             weights.append(step_weights)
         return torch.stack(readouts, dim=1), torch.stack(weights, dim=1)
