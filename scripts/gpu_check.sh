@@ -19,11 +19,7 @@ fi
 
 OUT="${OUT:-outputs/gpu_check}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import hydra, omegaconf" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/attnmt-site .whl/*.whl || exit 1
-    export PYTHONPATH="$PYTHONPATH:/tmp/attnmt-site"
-fi
+source scripts/gpu_env.sh
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } \
     | tee "$OUT/machine.txt"
 

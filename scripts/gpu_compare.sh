@@ -16,11 +16,7 @@ STEPS="${1:-2400}"
 BUDGET="${2:-00:00:08:00}"
 OUT="${OUT:-outputs/gpu_compare}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import hydra, omegaconf" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/attnmt-site .whl/*.whl || exit 1
-    export PYTHONPATH="$PYTHONPATH:/tmp/attnmt-site"
-fi
+source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
 
 # one sentencepiece model and token cache for all, built before the jobs start

@@ -12,9 +12,9 @@ from attnmt.modules.attention import (
     AdditiveAttention,
     DotProductAttention,
     MultiHeadAttention,
-    build_rnn_attention,
     masked_softmax,
 )
+from attnmt.modules.rnn_attention import build_rnn_attention
 
 B, TQ, TK, D = 3, 4, 6, 8
 LENGTHS = torch.tensor([6, 2, 4])

@@ -9,7 +9,8 @@ import torch
 
 from attnmt.errors import ConfigError
 from attnmt.models.transformer_seq2seq import TransformerSeq2Seq
-from attnmt.modules.attention import MultiHeadAttention, build_rnn_attention, masked_softmax
+from attnmt.modules.attention import MultiHeadAttention, masked_softmax
+from attnmt.modules.rnn_attention import build_rnn_attention
 from attnmt.modules.local_attention import LocalAttention
 from attnmt.modules.sliding_window import WindowPlan, band
 

@@ -134,7 +134,7 @@ def load_for_inference(path, map_location="cpu"):
     Works for any checkpoint written by train.py: the model is rebuilt from the config stored in
     the checkpoint and the tokenizer from the sentencepiece model(s) embedded in it.
     """
-    from attnmt.task import TranslationTask
+    from hydra.utils import instantiate
 
     checkpoint = load_checkpoint_file(path, map_location=map_location)
     hparams = checkpoint.get("hyper_parameters")
@@ -146,7 +146,13 @@ def load_for_inference(path, map_location="cpu"):
             f"{path}: model vocabulary sizes {hparams['src_vocab_size']}/{hparams['tgt_vocab_size']} do not match its "
             f"tokenizer ({tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}); the file was altered."
         )
-    task = TranslationTask(**hparams)
-    task.load_state_dict(checkpoint["state_dict"])
-    task.eval()
-    return task.model, tokenizer, hparams
+    # the model alone, as TranslationTask builds it: inference needs neither the task nor its optimizer
+    model = instantiate(hparams["model"], src_vocab_size=hparams["src_vocab_size"],
+                        tgt_vocab_size=hparams["tgt_vocab_size"], shared_vocab=hparams["shared_vocab"])
+    prefix = "model."  # the task holds the model as its `model` attribute
+    state = checkpoint["state_dict"]
+    unexpected = [key for key in state if not key.startswith(prefix)]
+    if unexpected:
+        raise RuntimeError(f"{path}: state_dict keys outside the model: {unexpected[:5]}")
+    model.load_state_dict({key[len(prefix):]: value for key, value in state.items()})
+    return model.eval(), tokenizer, hparams

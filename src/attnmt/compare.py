@@ -284,41 +284,37 @@ def write_tables(rows: list[dict[str, str]], folder: Path, split: str) -> tuple[
 
 
 # ------------------------------------------------------------------------------ plots
-def bleu_over_time_figure(records: list[RunRecord]):
+def _curve_figure(curves: list[tuple[str, list[tuple[float, float]]]], xlabel: str):
+    """Validation BLEU curves [(label, [(x, BLEU)])] in one plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.subplots()
-    for record in records:
-        if record.val_curve:
-            minutes, bleu = zip(*[(seconds / 60, value) for seconds, value in record.val_curve])
-            ax.plot(minutes, bleu, marker="o", label=f"{record.variant} (seed {record.seed})")
-    ax.set_xlabel("training wall-clock time (minutes, validation included)")
+    for label, points in curves:
+        if points:
+            xs, bleu = zip(*points)
+            ax.plot(xs, bleu, marker="o", label=label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("validation BLEU (greedy)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure
+
+
+def _label(record: RunRecord) -> str:
+    return f"{record.variant} (seed {record.seed})"
+
+
+def bleu_over_time_figure(records: list[RunRecord]):
+    curves = [(_label(r), [(seconds / 60, bleu) for seconds, bleu in r.val_curve]) for r in records]
+    return _curve_figure(curves, "training wall-clock time (minutes, validation included)")
 
 
 def bleu_over_updates_figure(records: list[RunRecord]):
     """Validation BLEU against optimizer updates: the learning curves at equal updates."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.subplots()
-    for record in records:
-        if record.val_curve_updates:
-            updates, bleu = zip(*record.val_curve_updates)
-            ax.plot(updates, bleu, marker="o", label=f"{record.variant} (seed {record.seed})")
-    ax.set_xlabel("optimizer updates")
-    ax.set_ylabel("validation BLEU (greedy)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return figure
+    return _curve_figure([(_label(r), r.val_curve_updates) for r in records], "optimizer updates")
 
 
 def probe_figure(records: list[RunRecord]):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from attnmt.errors import ConfigError
-from attnmt.modules.attention import build_rnn_attention
+from attnmt.modules.rnn_attention import build_rnn_attention
 from attnmt.modules.dropout import Dropout
 from attnmt.modules.embeddings import count_parameters, require_dropout, require_positive, tied_embeddings
 from attnmt.modules.init import initialise

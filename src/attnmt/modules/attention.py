@@ -32,8 +32,6 @@ from torch.nn import functional as F
 
 from attnmt.errors import ConfigError
 
-RNN_SCORES = ("additive", "concat", "dot", "general")
-
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis that gives masked positions exactly zero weight.
@@ -121,40 +119,6 @@ class DotProductAttention(SingleHeadAttention):
         """query [B, Tq, Dq], projected_keys [B, Tk, Dq] -> unnormalised scores [B, Tq, Tk]."""
         scores = torch.bmm(query, projected_keys.transpose(1, 2))
         return scores if self.scale == 1.0 else scores * self.scale
-
-
-# score name (model.score) -> the attention computing it; a new score is one entry here
-RNN_SCORES = {
-    "additive": lambda query_size, key_size, attention_size, scaled, key: AdditiveAttention(query_size, key_size, attention_size),
-    "concat": lambda query_size, key_size, attention_size, scaled, key: AdditiveAttention(query_size, key_size, attention_size),
-    "dot": lambda query_size, key_size, attention_size, scaled, key: DotProductAttention(
-        query_size, key_size, bilinear=False, scaled=scaled, config_key=key),
-    "general": lambda query_size, key_size, attention_size, scaled, key: DotProductAttention(
-        query_size, key_size, bilinear=True, scaled=scaled, config_key=key),
-}
-
-
-def build_rnn_attention(
-    score: str,
-    query_size: int,
-    key_size: int,
-    attention_size: int,
-    local: str | None = None,
-    local_window: int = 5,
-    scale_scores: bool = True,
-    config_key: str = "model.score",
-) -> nn.Module:
-    """The single-head attention an RNN decoder uses, chosen by its config strings:
-    `score` the score function, `local` None (global) or a LocalAttention mode with half-width `local_window`;
-    `scale_scores` divides dot/general scores by sqrt(query_size) (no effect on additive/concat)."""
-    if score not in RNN_SCORES:
-        raise ConfigError(f"{config_key}={score!r} is not a known attention score; choose one of {', '.join(RNN_SCORES)}")
-    scorer = RNN_SCORES[score](query_size, key_size, attention_size, scale_scores, config_key)
-    if local is None:
-        return scorer
-    from attnmt.modules.local_attention import LocalAttention  # it builds on this module
-
-    return LocalAttention(scorer, query_size, local, local_window, predictor_size=attention_size)
 
 
 class MultiHeadAttention(nn.Module):
