@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -201,6 +203,21 @@ def test_reference_alignments_are_cached_by_their_inputs(tmp_path) -> None:
     # the model-output path: pairs aligned with the stored tables
     _, _, links = first.align(lines_src[250:260], lines_tgt[250:260])
     assert links == [set(x) for x in first.links[:10]]
+
+
+def test_reference_alignment_cache_follows_the_umask(tmp_path) -> None:
+    """The cache is built in a mkdtemp folder (0700); once in place it gets the umask's modes."""
+    src, tgt, _ = _synthetic_corpus(60)
+    lines_src, lines_tgt = [" ".join(w) for w in src], [" ".join(w) for w in tgt]
+    previous = os.umask(0o022)
+    try:
+        found = reference_alignments(lines_src[:50], lines_tgt[:50], lines_src[50:], lines_tgt[50:], "xx", "yy", tmp_path)
+    finally:
+        os.umask(previous)
+    paths = [found.folder, *found.folder.rglob("*")]
+    assert len(paths) > 5
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
 
 
 # ------------------------------------------------------------------------------ files

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from attnmt.averaging import average_checkpoints, average_state_dicts, step_checkpoints
-from attnmt.checkpoint import load_checkpoint_file, load_for_inference
+from attnmt.checkpoint import load_checkpoint_file
+from attnmt.inference import load_for_inference
 from attnmt.config import compose
 from attnmt.errors import CheckpointError
 from attnmt.train import train

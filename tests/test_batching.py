@@ -1,16 +1,13 @@
-"""Token-bucket sampler, collate and the memory-mapped token-id dataset."""
+"""Token-bucket sampler and collate (the token-id cache they read: test_token_cache.py)."""
 
 from __future__ import annotations
-
-import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from attnmt.data.batch import Batch
-from attnmt.data.batching import TokenBucketSampler, TokenPairDataset, collate, write_token_cache
+from attnmt.data.batching import TokenBucketSampler, collate
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 
 MAX_TOKENS = 300
@@ -146,30 +143,6 @@ def test_collate_builds_shifted_targets() -> None:
     assert batch.tgt_mask.tolist() == [[True, True, False, False], [True] * 4]
     assert batch.index.tolist() == [7, 3]
     assert batch.src.dtype == batch.tgt_in.dtype == torch.long and batch.src_mask.dtype == torch.bool
-
-
-def test_token_cache_round_trip(tmp_path: Path) -> None:
-    src = [[5, 6, 7], [8], [9, 10]]
-    tgt = [[11], [12, 13], [14, 15, 16, 17]]
-    assert write_token_cache(tmp_path / "ids", src, tgt, positions=[0, 2, 5], vocab_size=300)
-    dataset = TokenPairDataset(tmp_path / "ids")
-    assert len(dataset) == 3 and dataset.positions.tolist() == [0, 2, 5]
-    assert dataset.src_lengths.tolist() == [3, 1, 2] and dataset.tgt_lengths.tolist() == [1, 2, 4]
-    index, s, t = dataset[2]
-    assert (index, s.tolist(), t.tolist()) == (2, [9, 10], [14, 15, 16, 17])
-    tokens = np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r")
-    assert tokens.dtype == np.int16 and isinstance(dataset._arrays()[0], np.memmap)
-    # workers get the dataset pickled: the memmaps must not travel with it
-    clone = pickle.loads(pickle.dumps(dataset))
-    assert clone._tokens is None and clone[1][2].tolist() == [12, 13]
-    assert not write_token_cache(tmp_path / "ids", src, tgt, positions=[0, 1, 2], vocab_size=300)  # kept as is
-    assert TokenPairDataset(tmp_path / "ids").positions.tolist() == [0, 2, 5]
-
-
-def test_large_vocabulary_uses_int32(tmp_path: Path) -> None:
-    write_token_cache(tmp_path / "ids", [[40000, 1]], [[2]], positions=[0], vocab_size=50000)
-    assert TokenPairDataset(tmp_path / "ids")[0][1].tolist() == [40000, 1]
-    assert np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r").dtype == np.int32
 
 
 @pytest.mark.parametrize("max_tokens", [1, 37, 300, 5000])

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from attnmt.data.corpus import ParallelText, read_lines, read_pairs
+from attnmt.data.corpus import ParallelText, read_lines
+from attnmt.data.streaming import PairStats, iter_pair_chunks
 from attnmt.errors import DataError
 
 
@@ -16,6 +17,14 @@ def write(path: Path, text: str | bytes, gz: bool = False) -> Path:
     data = text.encode("utf-8") if isinstance(text, str) else text
     path.write_bytes(gzip.compress(data) if gz else data)
     return path
+
+
+def read_pairs(src: Path, tgt: Path) -> tuple[list[str], list[str], list[int], PairStats]:
+    """The usable pairs of two files as lists, read the way preparation reads them."""
+    stats = PairStats()
+    chunks = list(iter_pair_chunks(src, tgt, stats=stats))
+    return ([s for c in chunks for s in c.src], [t for c in chunks for t in c.tgt],
+            [n for c in chunks for n in c.line_numbers], stats)
 
 
 def test_gzip_detected_by_content_not_name(tmp_path: Path) -> None:
@@ -62,11 +71,11 @@ def test_blank_side_pairs_dropped_and_counted(tmp_path: Path, caplog: pytest.Log
     src = write(tmp_path / "s.en", "A cat.\n\nA dog.\n  \nA bird.\nA fish.\n")
     tgt = write(tmp_path / "s.fr", "Un chat.\nVide.\nUn chien.\nRien.\n \t\nUn poisson.\n")
     with caplog.at_level(logging.INFO, logger="attnmt.data"):
-        pairs = read_pairs(src, tgt)
-    assert pairs.src == ["A cat.", "A dog.", "A fish."]
-    assert pairs.tgt == ["Un chat.", "Un chien.", "Un poisson."]
-    assert pairs.line_numbers == [1, 3, 6]
-    assert (pairs.total_lines, pairs.dropped_empty) == (6, 3)
+        sources, targets, line_numbers, stats = read_pairs(src, tgt)
+    assert sources == ["A cat.", "A dog.", "A fish."]
+    assert targets == ["Un chat.", "Un chien.", "Un poisson."]
+    assert line_numbers == [1, 3, 6]
+    assert (stats.total_lines, stats.dropped_empty) == (6, 3)
     assert any("dropped 3 of 6 pairs" in record.getMessage() for record in caplog.records)
 
 
@@ -89,7 +98,7 @@ def test_parallel_text_splits_and_files(tmp_path: Path) -> None:
     assert (corpus.train_split, corpus.val_split, corpus.test_splits) == ("train", "val", ["news"])
     assert corpus.files("val") == (tmp_path / "valid.de", tmp_path / "valid.en")
     assert corpus.files("news")[1] == tmp_path / "news.en.gz"
-    assert corpus.read("news").tgt == ["Hello."]
+    assert read_lines(corpus.files("news")[1]) == ["Hello."]
 
 
 def test_parallel_text_missing_file_names_config_key(tmp_path: Path) -> None:

@@ -10,18 +10,14 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from attnmt.data import datamodule as datamodule_module
-from attnmt.data import tokenizer as tokenizer_module
+from attnmt.config import compose
 from attnmt.data.batch import Batch
+from attnmt.data.vocab import EOS_ID
 from attnmt.data.corpus import ParallelText
 from attnmt.data.datamodule import TranslationDataModule
 from attnmt.data.multi30k import Multi30k
 from attnmt.errors import ConfigError, DataError
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def normalise(text: str) -> str:
     """sentencepiece's default normalisation of plain text (NFKC + squeezed whitespace)."""
@@ -52,25 +48,25 @@ def test_batches_align_with_sources_and_references(tiny_datamodule: TranslationD
             assert batch.src.numel() <= (dm.max_tokens if shuffle else dm.eval_max_tokens)
             for row, index in enumerate(batch.index.tolist()):
                 assert dm.tokenizer.decode_tgt([batch.tgt_out[row]])[0] == normalise(references[index])
-                assert dm.tokenizer.decode_src([batch.src[row]])[0] == normalise(sources[index])
+                src = batch.src[row][batch.src_mask[row]].tolist()
+                assert src == dm.tokenizer.encode_src([sources[index]])[0] + [EOS_ID]
             seen += batch.index.tolist()
         assert sorted(seen) == list(range(len(references)))
 
 
 def test_second_build_hits_every_cache(tiny_datamodule_factory, tmp_path: Path) -> None:
-    trainings, encodings = tokenizer_module.TRAININGS, datamodule_module.ENCODINGS
     cold = tiny_datamodule_factory(tmp_path)
     cold.prepare_data()
-    cold.setup("fit")  # after prepare_data: nothing more to do
-    assert set(cold.cache_hits.values()) == {False}
-    assert (tokenizer_module.TRAININGS, datamodule_module.ENCODINGS) == (trainings + 1, encodings + 3)
-    before = cache_state(tmp_path)
+    built = cache_state(tmp_path)
+    cold.setup("fit")  # after prepare_data: nothing more to do (a rebuild would find hits)
+    assert cold.cache_hits == {"tokenizer": False, "ids/train": False, "ids/val": False, "ids/test": False}
+    assert cache_state(tmp_path) == built
+    assert len(list(tmp_path.glob("spm-*"))) == 1 and len(list(tmp_path.glob("ids-*"))) == 3
 
     warm = tiny_datamodule_factory(tmp_path)
     warm.setup("fit")  # without prepare_data, as outside a Trainer
     assert warm.cache_hits == {"tokenizer": True, "ids/train": True, "ids/val": True, "ids/test": True}
-    assert (tokenizer_module.TRAININGS, datamodule_module.ENCODINGS) == (trainings + 1, encodings + 3)
-    assert cache_state(tmp_path) == before  # nothing rewritten
+    assert cache_state(tmp_path) == built  # nothing rewritten
     assert warm.tokenizer.fingerprint == cold.tokenizer.fingerprint
     assert [b.index.tolist() for b in warm.train_dataloader()] == [b.index.tolist() for b in cold.train_dataloader()]
 
@@ -103,16 +99,8 @@ def test_max_len_filters_training_only(tiny_datamodule: TranslationDataModule, t
         tiny_datamodule_factory(tmp_path, max_len=2).setup()
 
 
-def test_custom_file_pair_split(tiny_datamodule: TranslationDataModule, tmp_path: Path) -> None:
-    src = tmp_path / "extra.en"
-    tgt = tmp_path / "extra.fr"
-    src.write_text("A man is sitting.\nTwo dogs run.\n", encoding="utf-8")
-    tgt.write_text("Un homme est assis.\nDeux chiens courent.\n", encoding="utf-8")
-    loader = tiny_datamodule.dataloader_for_files(src, tgt)
-    name = f"file:{src}"
-    assert tiny_datamodule.references(name) == ["Un homme est assis.", "Deux chiens courent."]
-    assert sorted(i for batch in loader for i in batch.index.tolist()) == [0, 1]
-    with pytest.raises(DataError, match="unknown split 'nope'"):
+def test_unknown_split_names_the_available_ones(tiny_datamodule: TranslationDataModule) -> None:
+    with pytest.raises(DataError, match="unknown split 'nope'; available: train, val, test"):
         tiny_datamodule.dataloader("nope")
 
 
@@ -156,12 +144,9 @@ def test_lightning_trainer_reshuffles_every_epoch(tiny_datamodule_factory, tmp_p
     assert model.epochs[0] != model.epochs[1]  # set_epoch reached the sampler
 
 
-def _compose(name: str, data_dir: Path, **overrides):
-    data = OmegaConf.load(REPO / "configs" / "data" / f"{name}.yaml")
-    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "seed": 5, "data": data})
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value)
-    return cfg
+def _compose(name: str, data_dir: Path, *overrides: str):
+    """The project's config with data=<name>, as train.py composes it (the data configs share base.yaml)."""
+    return compose([f"data={name}", f"paths.data_dir={data_dir}", "seed=5", "paths.output_dir=unused", *overrides])
 
 
 @pytest.mark.parametrize("name", ["multi30k_en_fr", "multi30k_en_de"])
@@ -175,12 +160,9 @@ def test_multi30k_configs_instantiate(name: str, tmp_path: Path) -> None:
 
 def test_parallel_text_config_builds(tiny_parallel_dir: Path, tiny_datamodule, tmp_path: Path) -> None:
     vocab_size = tiny_datamodule.tokenizer_settings.vocab_size  # one the tiny corpus supports
-    cfg = _compose("parallel_text", tmp_path, **{
-        "data.corpus.train": str(tiny_parallel_dir / "train"),
-        "data.corpus.val": str(tiny_parallel_dir / "val"),
-        "data.corpus.test": {"blind": str(tiny_parallel_dir / "test")},
-        "data.tokenizer.vocab_size": vocab_size, "data.num_workers": 0,
-    })
+    cfg = _compose("parallel_text", tmp_path, f"data.corpus.train={tiny_parallel_dir / 'train'}",
+                   f"data.corpus.val={tiny_parallel_dir / 'val'}", f"data.corpus.test={{blind: {tiny_parallel_dir / 'test'}}}",
+                   f"data.tokenizer.vocab_size={vocab_size}", "data.num_workers=0")
     dm = instantiate(cfg.data)
     assert isinstance(dm.corpus, ParallelText)
     assert dm.splits == ["train", "val", "blind"] and dm.src_vocab_size == vocab_size

@@ -44,7 +44,7 @@ def test_every_failure_is_reported_and_names_the_users_file(tmp_path: Path, caps
 def test_copied_files_follow_the_umask(multi30k_dir: Path, tmp_path: Path) -> None:
     previous = os.umask(0o022)
     try:
-        path = multi30k.ensure_file("val", "en", tmp_path / "cache", multi30k_dir)
+        path, _ = multi30k.fetch_file("val", "en", tmp_path / "cache", multi30k_dir)
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone would give 0600

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from attnmt.errors import CheckpointError, ConfigError
 from attnmt.evaluate import compare_systems, evaluate
 from attnmt.metrics import attention_statistics
 from attnmt.train import train
-from attnmt.translate import resolve_checkpoint
+from attnmt.inference import resolve_checkpoint
 from attnmt.viz import attention_figure
 
 from conftest import TINY_SIZES
@@ -136,7 +138,7 @@ def test_metrics_json_has_scores_signatures_settings_and_statistics(evaluated) -
         metric.corpus_score(["a"], [["a"]])  # a signature records the number of references it saw
         assert beam["scores"][name]["signature"] == str(metric.get_signature())
     assert beam["sentences"] == TINY_SIZES["test"] and beam["decode_seconds"] > 0
-    assert beam["global_step"] == torch.load(resolve_checkpoint(run), weights_only=False)["global_step"] > 0
+    assert beam["global_step"] == torch.load(resolve_checkpoint(run), weights_only=True)["global_step"] > 0
     stats = beam["attention_statistics"]
     assert sorted(stats) == [f"layer_{i}" for i in range(TRANSFORMER_LAYERS)]
     assert sorted(stats["layer_0"]) == ["head_0", "head_1", "mean"]
@@ -155,15 +157,20 @@ def test_event_files_hold_attention_images_and_statistic_scalars(evaluated) -> N
     accumulator = EventAccumulator(entry["tensorboard_dir"], size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
     images, scalars = set(accumulator.Tags()["images"]), set(accumulator.Tags()["scalars"])
-    expected = {f"attention/{prefix}/layer_{layer}" for prefix in ("eval_test_0", "eval_test_1", "probe_0")
+    # the tags training uses: maps under attention_maps/, statistics under attention_stats/ (issue 15)
+    expected = {f"attention_maps/{prefix}/layer_{layer}" for prefix in ("eval_test_0", "eval_test_1", "probe_0")
                 for layer in range(TRANSFORMER_LAYERS)}
-    expected |= {f"attention/{prefix}/heads_layer_1" for prefix in ("eval_test_0", "probe_0")}
+    expected |= {f"attention_maps/{prefix}/heads_layer_1" for prefix in ("eval_test_0", "probe_0")}
     assert expected <= images, sorted(images)
-    assert not any(tag.startswith("attention/eval_test_2") for tag in images)  # --num-maps 2
-    assert [event.step for event in accumulator.Images("attention/probe_0/layer_1")] == [entry["global_step"]]
-    entropy = accumulator.Scalars("attention/transformer/layer_1/mean/entropy")
+    assert not any(tag.startswith("attention_maps/eval_test_2") for tag in images)  # --num-maps 2
+    assert [event.step for event in accumulator.Images("attention_maps/probe_0/layer_1")] == [entry["global_step"]]
+    entropy = accumulator.Scalars("attention_stats/transformer/layer_1/mean/entropy")
     assert entropy[0].value == pytest.approx(entry["attention_statistics"]["layer_1"]["mean"]["entropy"], rel=1e-6)
-    assert "attention/transformer/layer_0/head_1/max_weight" in scalars
+    assert "attention_stats/transformer/layer_0/head_1/max_weight" in scalars
+    # one top-level tag per kind, so TensorBoard's sections never mix maps and statistics
+    assert {tag.split("/")[0] for tag in images} == {"attention_maps"}
+    assert {tag.split("/")[0] for tag in scalars} == {"eval", "attention_stats"}
+    assert entry["attention_maps"][0]["tags"][0] == "attention_maps/eval_test_0/layer_0"
     assert accumulator.Scalars("eval/bleu")[0].value == pytest.approx(entry["scores"]["bleu"]["score"], abs=1e-4)
 
 
@@ -185,10 +192,15 @@ def test_pngs_decode_with_the_figure_sizes(evaluated) -> None:
             assert png_width == width and height <= png_height <= height + 4 * 0.22 * figure.dpi
 
 
-def test_custom_pair_statistics_and_rows(runs, tiny_parallel_dir, tmp_path) -> None:
+def test_custom_pair_statistics_and_rows(runs, tiny_parallel_dir, tmp_path, monkeypatch) -> None:
     """In-process on the RNN run: a --src/--ref pair, merged subwords, statistics from the decoded maps."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    import attnmt.viz as viz
+
+    titles: list[str] = []  # the real figures are drawn; their titles are recorded on the way
+    original = viz.attention_figure
+    monkeypatch.setattr(viz, "attention_figure", lambda *a, **k: titles.append(a[3]) or original(*a, **k))
     summary = evaluate(runs["bahdanau"], src=tiny_parallel_dir / "val.en", ref=tiny_parallel_dir / "val.fr",
                        beam_sizes=(3,), output_dir=tmp_path, num_maps=1, merge_subwords=True, **SHORT)
     entry = summary["results"]["file_val/beam3"]
@@ -203,10 +215,31 @@ def test_custom_pair_statistics_and_rows(runs, tiny_parallel_dir, tmp_path) -> N
     assert json.loads((tmp_path / "metrics.json").read_text())["file_val/beam3"]["scores"] == entry["scores"]
     accumulator = EventAccumulator(entry["tensorboard_dir"], size_guidance={"images": 0})
     accumulator.Reload()
-    assert set(accumulator.Tags()["images"]) == {"attention/eval_file_val_0/layer_0", "attention/probe_0/layer_0"}  # one map per RNN sentence, no head grid
-    assert "attention/bahdanau/layer_0/head_0/entropy" in accumulator.Tags()["scalars"]
+    # one map per RNN sentence, no head grid
+    assert set(accumulator.Tags()["images"]) == {"attention_maps/eval_file_val_0/layer_0", "attention_maps/probe_0/layer_0"}
+    assert "attention_stats/bahdanau/layer_0/head_0/entropy" in accumulator.Tags()["scalars"]
     probe = entry["attention_maps"][1]
     assert probe["name"] == "probe_0" and "cat" in probe["src_tokens"]  # merged into words: "▁c" "at" -> "cat"
+    # like training's probe maps: variant, checkpoint step and decoding, then the translation
+    head = f"bahdanau · step {entry['global_step']} · file_val beam3"
+    assert titles == [f"{head} · eval_file_val_0 · layer 0 (single map)\n→ {translations[0].text}",
+                      f"{head} · probe_0 · layer 0 (single map)\n→ {probe['translation']}"]
+
+
+@pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_outputs_follow_the_umask(runs, tiny_parallel_dir, tmp_path, umask, folder_mode, file_mode) -> None:
+    """metrics.json is written through mkstemp (0600 whatever the umask): it must end up like every other
+    output, readable by the group when the umask says so."""
+    previous = os.umask(umask)
+    try:
+        evaluate(runs["bahdanau"], src=tiny_parallel_dir / "val.en", ref=tiny_parallel_dir / "val.fr",
+                 beam_sizes=(1,), output_dir=tmp_path / "out", num_maps=1, **SHORT)
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / "out", *(tmp_path / "out").rglob("*")]
+    assert tmp_path / "out" / "metrics.json" in paths and any(p.suffix == ".png" for p in paths)
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == (folder_mode if path.is_dir() else file_mode), path
 
 
 def test_metrics_merge_compare_and_rerun_replaces_events(evaluated, tmp_path, capsys) -> None:
@@ -282,7 +315,7 @@ def test_alignment_scores_every_layer_and_head_and_gold_files(runs, tmp_path, ca
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from attnmt.alignment.attention import attention_links, teacher_forced_attention, word_attention
-    from attnmt.translate import load_model, pick_device
+    from attnmt.inference import load_model, pick_device
 
     run = tmp_path / "run"
     shutil.copytree(runs["transformer"], run)
@@ -371,7 +404,7 @@ def test_output_alignment_of_a_system_that_outputs_the_references(runs, tmp_path
     import attnmt.evaluate as evaluate_module
     from attnmt.alignment.attention import teacher_forced_attention
     from attnmt.search import Hypothesis
-    from attnmt.translate import Translation
+    from attnmt.inference import Translation
 
     config = OmegaConf.load(runs[model] / ".hydra" / "config.yaml")
     sources = Path(f"{config.data.corpus.test.test}.en").read_text().splitlines()

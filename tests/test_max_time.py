@@ -34,7 +34,7 @@ def test_final_validation_ends_inside_max_time(tiny_parallel_dir, tmp_path_facto
     h, m, sec = (int(x) for x in first.rsplit(" ", 1)[-1].split(":"))
     if 3600 * h + 60 * m + sec > budget / 2:
         pytest.skip(f"machine too loaded to time this: the first validation ended only after {first.rsplit(' ', 1)[-1]}")
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     elapsed = checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"]  # saved when the final validation ended
     assert checkpoint["global_step"] == metrics["global_step"]
     assert budget - 8.0 < elapsed <= budget + 0.5, elapsed  # not stopped needlessly early either

@@ -118,8 +118,9 @@ def test_statistics_pool_rows_over_maps_and_average_heads() -> None:
     # monotonicity: only the first map is defined (uniform argmax never moves); half's argmax is 0, 1
     assert stats["layer_1"]["mean"]["monotonicity"] == pytest.approx(1.0)
 
-    flat = flatten_statistics(stats, prefix="attention/luong")
-    assert flat["attention/luong/layer_1/head_0/max_weight"] == stats["layer_1"]["head_0"]["max_weight"]
+    flat = flatten_statistics(stats, prefix="attention_stats/luong")
+    assert flat["attention_stats/luong/layer_1/head_0/max_weight"] == stats["layer_1"]["head_0"]["max_weight"]
+    assert set(flatten_statistics(stats)) == {"attention_stats/" + tag.split("/", 2)[2] for tag in flat}
     assert len(flat) == 2 * 3 * 4  # layers x (2 heads + mean) x statistics
 
 

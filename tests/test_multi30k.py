@@ -14,7 +14,8 @@ import pytest
 
 from attnmt.data import multi30k
 from attnmt.data.corpus import read_lines
-from attnmt.data.multi30k import CHECKSUMS, LOCAL_DIR_ENV, Multi30k, ensure_file, fetch_file
+from attnmt.data.streaming import PairStats, iter_pair_chunks
+from attnmt.data.multi30k import CHECKSUMS, LOCAL_DIR_ENV, Multi30k, fetch_file
 from attnmt.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def test_table_matches_local_files(multi30k_dir: Path) -> None:
 )
 def test_unknown_split_or_language(tmp_path: Path, split: str, lang: str, expected: str) -> None:
     with pytest.raises(DataError, match=expected):
-        ensure_file(split, lang, tmp_path)
+        fetch_file(split, lang, tmp_path)
 
 
 def test_copies_from_local_dir_then_reuses_cache(multi30k_dir: Path, tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_corrupt_local_copy_is_refused(tmp_path: Path) -> None:
     bad = gzip.compress(b"not the real file\n")
     (local / "val.de.gz").write_bytes(bad)
     with pytest.raises(DataError) as info:
-        ensure_file("val", "de", tmp_path / "cache", local_dir=local)
+        fetch_file("val", "de", tmp_path / "cache", local_dir=local)
     message = str(info.value)
     assert "checksum mismatch for val.de.gz" in message
     assert CHECKSUMS["val.de.gz"][1] in message and hashlib.sha256(bad).hexdigest() in message
@@ -97,14 +98,14 @@ def test_corrupt_cached_file_offline_is_reported_not_used(tmp_path: Path, monkey
     monkeypatch.setattr(multi30k, "URL_BASE", "http://127.0.0.1:9/")  # discard port: connection refused
     (tmp_path / "val.en.gz").write_bytes(b"garbage")
     with pytest.raises(DataError, match="was corrupt and has been removed"):
-        ensure_file("val", "en", tmp_path)
+        fetch_file("val", "en", tmp_path)
     assert not (tmp_path / "val.en.gz").exists()
 
 
 def test_offline_and_nothing_cached_gives_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(multi30k, "URL_BASE", "http://127.0.0.1:9/")
     with pytest.raises(DataError) as info:
-        ensure_file("train", "fr", tmp_path / "cache")
+        fetch_file("train", "fr", tmp_path / "cache")
     message = str(info.value)
     for needed in ("train.fr.gz", "http://127.0.0.1:9/train.fr.gz", "data.corpus.local_dir", LOCAL_DIR_ENV):
         assert needed in message
@@ -122,15 +123,16 @@ def test_download_verifies_and_installs(multi30k_dir: Path, http_dir: Path, tmp_
 def test_corrupt_download_is_not_installed(http_dir: Path, tmp_path: Path) -> None:
     (http_dir / "val.fr.gz").write_bytes(gzip.compress(b"corrupted in transit\n"))
     with pytest.raises(DataError, match="checksum mismatch for val.fr.gz"):
-        ensure_file("val", "fr", tmp_path / "cache")
+        fetch_file("val", "fr", tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_corpus_reads_verified_pairs(multi30k_dir: Path, tmp_path: Path) -> None:
     corpus = Multi30k("en", "de", cache_dir=tmp_path, local_dir=multi30k_dir, test_splits=["test_2016_flickr"])
     assert corpus.splits == ["train", "val", "test_2016_flickr"]
-    pairs = corpus.read("val")
-    assert len(pairs) == CHECKSUMS["val.en.gz"][0] and pairs.dropped_empty == 0
+    stats = PairStats()
+    kept = sum(len(chunk.src) for chunk in iter_pair_chunks(*corpus.files("val"), stats=stats))
+    assert kept == CHECKSUMS["val.en.gz"][0] and stats.dropped_empty == 0
     with pytest.raises(DataError, match="unknown split 'test_2018_flickr'"):
         corpus.files("test_2018_flickr")
 

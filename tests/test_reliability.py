@@ -32,7 +32,7 @@ def _cli(overrides: list[str], run_dir: Path) -> list[str]:
 
 
 def _step_of(path: Path) -> int:
-    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
 def _wait_for_checkpoint(path: Path, process: subprocess.Popen, min_step: int, timeout: float = 600) -> int:
@@ -69,8 +69,8 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tiny_
     resumed = [o.replace(str(tmp_path), str(killed)) for o in overrides]
     metrics = train(compose(resumed + [f"trainer.max_steps={total}", f"ckpt_path={last}"]))
     assert metrics["global_step"] == total
-    expected = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    got = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    expected = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    got = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
@@ -97,8 +97,8 @@ def test_resume_from_a_checkpoint_written_at_an_epochs_last_batch(tiny_parallel_
     assert _step_of(last) == epoch_length
     metrics = run("stopped", total, f"ckpt_path={last}")
     assert metrics["global_step"] == total
-    expected = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    got = torch.load(last, map_location="cpu", weights_only=False)
+    expected = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    got = torch.load(last, map_location="cpu", weights_only=True)
     assert got["epoch"] == expected["epoch"] == 1
     for name in expected["state_dict"]:
         torch.testing.assert_close(got["state_dict"][name], expected["state_dict"][name], rtol=0, atol=1e-6, msg=name)
@@ -190,6 +190,16 @@ def test_unknown_model_lists_the_choices(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode != 0
     assert "bahdanau" in done.stderr and "transformer" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_required_value_left_unset_names_its_key(tmp_path):
+    """data=parallel_text has `???` for its file prefixes: one error line naming the key, no traceback."""
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "data=parallel_text", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "data.corpus.train" in lines[0] and "data.corpus.train=" in lines[0]
     assert "Traceback" not in done.stderr
 
 

@@ -32,7 +32,7 @@ def _cli(arguments: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProce
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_sigkilled_bahdanau_run_resumes_with_only_ckpt_path(tiny_parallel_dir, cache_dir, tmp_path):

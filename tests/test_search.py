@@ -67,6 +67,7 @@ class EosControl:
     def __init__(self, inner: Any, eos_at: torch.Tensor | None = None, seed: int = 0) -> None:
         self.inner, self.eos_at = inner, eos_at
         self.src_vocab_size, self.tgt_vocab_size = inner.src_vocab_size, inner.tgt_vocab_size
+        self.rows_per_step: list[int] = []  # hypotheses the search fed to each step call
         generator = torch.Generator().manual_seed(seed)
         self.eos_margin = torch.randn(64, inner.tgt_vocab_size, generator=generator) * 1.5 - 1.5  # [position, key]
 
@@ -99,12 +100,14 @@ class EosControl:
 
     __call__ = forward
 
-    def init_state(self, memory: Any, src_mask: torch.Tensor) -> Any:
-        return (self.inner.init_state(memory, src_mask), 0, src_mask.sum(1), self.eos_at)
+    def init_state(self, memory: Any, src_mask: torch.Tensor, beams: int = 1) -> Any:
+        per_row = lambda x: None if x is None else x.repeat_interleave(beams)  # noqa: E731  [B] -> [B*beams]
+        return (self.inner.init_state(memory, src_mask, beams), 0, per_row(src_mask.sum(1)), per_row(self.eos_at))
 
-    def step(self, tokens, state):
+    def step(self, tokens, state, need_weights=True):
         inner_state, position, src_len, eos_at = state
-        logprobs, inner_state, weights = self.inner.step(tokens, inner_state)
+        self.rows_per_step.append(tokens.size(0))
+        logprobs, inner_state, weights = self.inner.step(tokens, inner_state, need_weights)
         here = torch.full((tokens.size(0), 1), position)
         logprobs = self._adjust(logprobs[:, None], tokens[:, None], here, src_len, eos_at)[:, 0].log_softmax(-1)
         return logprobs, (inner_state, position + 1, src_len, eos_at), weights
@@ -220,6 +223,65 @@ def test_finished_sentence_does_not_stop_the_others(model: torch.nn.Module, beam
         alone = decode_batch(controlled.row(i), src[i : i + 1, :length], src_mask[i : i + 1, :length], **settings)[0]
         assert [h.output_ids for h in alone] == [h.output_ids for h in hypotheses]
         assert [h.logprob for h in alone] == pytest.approx([h.logprob for h in hypotheses], abs=1e-4)
+
+
+def reference_greedy(model: Any, src_row: torch.Tensor, limit: int) -> tuple[list[int], float]:
+    """Greedy search the slow way, independent of step/state/reorder_state: one sentence [1, S],
+    a full teacher-forced pass over the whole prefix for every output id -> (output_ids, logprob)."""
+    prefix, logprob = [BOS_ID], 0.0
+    while len(prefix) <= limit:
+        with torch.no_grad():
+            logits, _ = model(src_row, padding_mask(src_row), torch.tensor([prefix]))
+        logprobs = F.log_softmax(logits[0, -1].float(), dim=-1)
+        chosen = int(logprobs.index_fill(0, torch.tensor([PAD_ID, BOS_ID]), float("-inf")).argmax())
+        logprob += float(logprobs[chosen])
+        prefix.append(chosen)
+        if chosen == EOS_ID:
+            break
+    return prefix[1:], logprob
+
+
+@pytest.mark.parametrize("need_attention", [True, False])
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_greedy_dropping_finished_sentences_equals_the_reference(
+    model: torch.nn.Module, need_attention: bool, check_every: int
+) -> None:
+    """Sentences end after 1, 9, 0, 4 and 6 ids (or at their limit), so the batch shrinks several times."""
+    src, src_mask = make_src([3, 12, 2, 7, 9], seed=7)
+    controlled = EosControl(model, eos_at=torch.tensor([1, 9, 0, 4, 6]))
+    limits = max_lengths(src_mask, 1.0, 2)
+    found = greedy(controlled, src, src_mask, 1.0, 2, need_attention=need_attention, check_every=check_every)
+    assert len(set(controlled.rows_per_step)) > 2, "the batch should shrink more than once"
+    for i, hypothesis in enumerate(found):
+        expected_ids, expected_logprob = reference_greedy(controlled.row(i), src[i : i + 1], int(limits[i]))
+        assert hypothesis.output_ids == expected_ids, i
+        assert hypothesis.logprob == pytest.approx(expected_logprob, abs=1e-4)
+        if need_attention:
+            check_against_teacher_forcing(controlled.row(i), src[i : i + 1], [[hypothesis]], alpha=0.0)
+        else:
+            assert hypothesis.attention is None
+
+
+@pytest.mark.parametrize("n_best", [1, 2])
+def test_beam_search_dropping_finished_sentences_changes_nothing(model: torch.nn.Module, n_best: int) -> None:
+    """Checking every step drops each sentence as soon as it stops; a check interval longer than
+    any output never drops one (the finished sentences ride along masked, as before): same results."""
+    src, src_mask = make_src([6, 2, 11, 4, 8, 3], seed=8)
+    controlled = EosControl(model, seed=1)  # a seed where every family's sentences stop at several steps
+    settings = dict(beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=3, n_best=n_best)
+    kept = beam_search(controlled, src, src_mask, **settings, check_every=10_000)
+    for need_attention in (True, False):
+        dropped = beam_search(controlled, src, src_mask, **settings, check_every=1, need_attention=need_attention)
+        for mine, theirs in zip(dropped, kept):
+            assert [h.output_ids for h in mine] == [h.output_ids for h in theirs]
+            assert [h.logprob for h in mine] == pytest.approx([h.logprob for h in theirs], abs=1e-5)
+            for h, t in zip(mine, theirs):
+                if need_attention:
+                    torch.testing.assert_close(h.attention, t.attention, atol=1e-5, rtol=1e-5)
+                else:
+                    assert h.attention is None
+    shrinking = sorted(set(controlled.rows_per_step), reverse=True)
+    assert len(shrinking) > 2 and shrinking[0] == 6 * 3, f"the batch should shrink more than once: {shrinking}"
 
 
 def test_maximum_length_per_sentence(model: torch.nn.Module) -> None:

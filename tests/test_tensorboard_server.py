@@ -72,16 +72,18 @@ def test_scalar_tags_are_served(server) -> None:
     base, _ = server
     tags = json.loads(get(base, "/data/plugin/scalars/tags"))
     assert "val/bleu" in tags["tensorboard"]  # training
-    assert {"eval/bleu", "attention/transformer/layer_1/mean/entropy"} <= set(tags[EVAL_RUN])
+    assert {"eval/bleu", "attention_stats/transformer/layer_1/mean/entropy"} <= set(tags[EVAL_RUN])
 
 
 def test_attention_images_are_served_as_png(server) -> None:
     base, run = server
     tags = json.loads(get(base, "/data/plugin/images/tags"))
     assert "attention_maps/probe_0/layer_0" in tags["tensorboard"]  # logged during training
-    assert {"attention/eval_test_0/layer_1", "attention/eval_test_0/heads_layer_1", "attention/probe_0/layer_1"} <= set(tags[EVAL_RUN])
+    # evaluation's maps sit in the same Images-tab section as training's
+    assert {"attention_maps/eval_test_0/layer_1", "attention_maps/eval_test_0/heads_layer_1",
+            "attention_maps/probe_0/layer_1"} <= set(tags[EVAL_RUN])
 
-    entries = json.loads(get(base, "/data/plugin/images/images", tag="attention/probe_0/layer_1", run=EVAL_RUN))
+    entries = json.loads(get(base, "/data/plugin/images/images", tag="attention_maps/probe_0/layer_1", run=EVAL_RUN))
     assert len(entries) == 1
     blob = get(base, "/data/plugin/images/individualImage?" + entries[0]["query"])
     assert blob.startswith(PNG_MAGIC)

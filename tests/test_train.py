@@ -136,7 +136,7 @@ def test_fast_dev_run_writes_nothing(tiny_parallel_dir, cache_dir, tmp_path):
 
 
 def test_overfit_checkpoint_is_where_evaluate_looks(tiny_parallel_dir, cache_dir, tmp_path):
-    from attnmt.translate import resolve_checkpoint
+    from attnmt.inference import resolve_checkpoint
 
     cfg = compose(tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "luong")
                   + ["debug=overfit", "trainer.max_epochs=2", "trainer.enable_progress_bar=false"])
@@ -171,7 +171,7 @@ def test_overfitting_one_batch_reaches_near_zero_loss(tiny_parallel_dir, cache_d
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.mark.parametrize("stop", ["mid_epoch", "epoch_end"])
@@ -205,7 +205,7 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(stop, tiny_par
     resumed = tmp_path / "resumed"
     train(compose(overrides(resumed, *first_run)))
     last = resumed / "checkpoints" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == stop_at
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == stop_at
     metrics = train(compose(overrides(resumed, every_step, f"trainer.max_steps={total}", f"ckpt_path={last}")))
     assert metrics["global_step"] == total
 

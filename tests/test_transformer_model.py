@@ -35,18 +35,67 @@ def test_decoder_is_causal() -> None:
     assert not torch.allclose(logits_changed[:, 3], logits[:, 3])
 
 
-def test_cache_keeps_cross_keys_and_grows_self_keys() -> None:
+def test_cross_keys_are_shared_by_beams_and_reordering_copies_nothing() -> None:
     model = tiny().eval()
     src = torch.tensor([[5, 6, 7, EOS_ID], [4, EOS_ID, 0, 0]])
-    state = model.init_state(model.encode(src, padding_mask(src)), padding_mask(src))
+    state = model.init_state(model.encode(src, padding_mask(src)), padding_mask(src), beams=3)
     cross_k = [c.cross_k for c in state.cache]
-    assert cross_k[0].shape == (2, 4, 4, 4)  # [B, H, S, d]
+    assert cross_k[0].shape == (2, 4, 4, 4)  # [B, H, S, d]: once per sentence, not per beam
     for t in range(3):
-        _, state, attention = model.step(torch.tensor([BOS_ID, BOS_ID]), state)
+        _, state, attention = model.step(torch.full((6,), BOS_ID), state)
         assert state.length == t + 1
-        assert all(c.self_k.shape == (2, 4, t + 1, 4) for c in state.cache)
-        assert all(c.cross_k is k for c, k in zip(state.cache, cross_k))  # computed once, never again
-        assert attention.shape == (2, 2, 4, 4)  # [B, L, H, S]
+        assert all(c.self_k.shape == (6, 4, t + 1, 4) and c.self_k.is_contiguous() for c in state.cache)
+        assert all(c.cross_k is k for c, k in zip(state.cache, cross_k))  # computed once, never copied
+        assert attention.shape == (6, 2, 4, 4)  # [N, L, H, S]
+        reordered = model.reorder_state(state, torch.tensor([2, 2, 0, 4, 3, 3]))  # within each sentence
+        assert all(r.self_k is c.self_k for r, c in zip(reordered.cache, state.cache))  # the next step gathers
+        state = reordered
+
+
+def _decode_with_reorders(model: TransformerSeq2Seq, src: torch.Tensor, need_weights: bool, steps: int, beams: int):
+    """Step B * beams hypotheses with random tokens, reordering them within their sentence every
+    step (twice before step 2) and dropping sentence 1 half-way -> per step (log-probs [N, V],
+    attention, sentence [N], prefix [N, t+1] fed so far)."""
+    generator = torch.Generator().manual_seed(3)
+    src_mask = padding_mask(src)
+    state = model.init_state(model.encode(src, src_mask), src_mask, beams=beams)
+    sentence = torch.arange(src.size(0)).repeat_interleave(beams)  # [N]
+    prefix = torch.full((sentence.size(0), 1), BOS_ID)  # [N, 1]
+    seen = []
+    for t in range(steps):
+        logprobs, state, attention = model.step(prefix[:, -1], state, need_weights=need_weights)
+        seen.append((logprobs, attention, sentence, prefix))
+        for again in range(2 if t == 1 else 1):
+            groups = sentence.size(0) // beams
+            within = torch.stack([torch.randint(0, beams, (beams,), generator=generator) for _ in range(groups)])  # [G, K]
+            index = (within + torch.arange(groups)[:, None] * beams).view(-1)  # [N]
+            if t == steps // 2:  # sentence 1 finished: its beams leave
+                index = index.view(groups, beams)[torch.arange(groups) != 1].view(-1)
+            state = model.reorder_state(state, index)
+            sentence, prefix = sentence[index], prefix[index]
+        next_ids = torch.randint(4, VOCAB, (sentence.size(0), 1), generator=generator)
+        prefix = torch.cat([prefix, next_ids], dim=1)
+    return seen
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("window", [None, 2])
+def test_cached_steps_equal_recomputing_the_whole_prefix(need_weights: bool, window: int | None) -> None:
+    """Beams sharing cross K/V, reorders applied by the next step's copy, two reorders in a row
+    and a dropped sentence: every step's log-probs (and attention) equal a teacher-forced pass
+    over the prefix."""
+    model = tiny(decoder_window=window).eval()
+    src = torch.tensor([[5, 6, 7, 8, EOS_ID], [4, EOS_ID, 0, 0, 0], [9, 10, EOS_ID, 0, 0]])
+    with torch.no_grad():
+        seen = _decode_with_reorders(model, src, need_weights, steps=8, beams=3)
+        for logprobs, attention, sentence, prefix in seen:
+            logits, weights = model(src[sentence], padding_mask(src[sentence]), prefix, need_weights=True)
+            torch.testing.assert_close(logprobs, logits[:, -1].log_softmax(-1), atol=1e-5, rtol=1e-5)
+            if need_weights:
+                torch.testing.assert_close(attention, weights[:, :, :, -1], atol=1e-5, rtol=1e-5)
+            else:
+                assert attention is None
+    assert seen[-1][2].tolist() == [0, 0, 0, 2, 2, 2]  # the drop really happened
 
 
 def test_attention_returns_every_layer_and_head() -> None:

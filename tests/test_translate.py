@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmt.translate import DecodeSettings, decode_ids, load_model, main, resolve_checkpoint, translate_lines
+from attnmt.inference import DecodeSettings, decode_ids, load_model, resolve_checkpoint, translate_lines
+from attnmt.translate import main
 
 from test_evaluate import SHORT, SHORT_ARGS, evaluated_run, tiny_runs
 

@@ -76,16 +76,16 @@ def test_log_attention_maps_writes_tensorboard_images_and_pngs(tmp_path: Path) -
     single_head = log_attention_maps(writer, "probe_1", random_attention(1, 1, 3, 4), src, tgt, step=7, merge=True)
     writer.close()
 
-    expected_tags = ["attention/probe_0/layer_0", "attention/probe_0/layer_1", "attention/probe_0/heads_layer_1"]
+    expected_tags = ["attention_maps/probe_0/layer_0", "attention_maps/probe_0/layer_1", "attention_maps/probe_0/heads_layer_1"]
     assert written[:3] == expected_tags
     pngs = [Path(p) for p in written[3:]]
     assert [p.name for p in pngs] == ["probe_0_layer_0.png", "probe_0_layer_1.png", "probe_0_heads_layer_1.png"]
     assert all(mpimg.imread(p).shape[2] in (3, 4) for p in pngs)
-    assert single_head == ["attention/probe_1/layer_0"]
+    assert single_head == ["attention_maps/probe_1/layer_0"]
 
     events = read_events(tmp_path / "tb")
     assert set(events.Tags()[IMAGES]) == set(expected_tags + single_head)
-    stored = events.Images("attention/probe_0/heads_layer_1")[0]
+    stored = events.Images("attention_maps/probe_0/heads_layer_1")[0]
     assert stored.step == 7 and stored.width > stored.height > 0
 
 
@@ -104,10 +104,10 @@ def test_titles_name_variant_step_layer_and_show_the_translation(tmp_path: Path)
     src, tgt = ["\u2581a", "\u2581b", "</s>"], ["\u2581x", "</s>"]
     writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
     written = log_attention_maps(writer, "probe_0", random_attention(1, 1, 2, 3), src, tgt, step=400,
-                                 png_dir=tmp_path / "png", tag_root="attention_maps", title="bahdanau · step 400",
+                                 png_dir=tmp_path / "png", tag_root="custom", title="bahdanau · step 400",
                                  translation="Un chat.")
     writer.close()
-    assert written[0] == "attention_maps/probe_0/layer_0"
+    assert written[0] == "custom/probe_0/layer_0"
     figure = attention_figure(random_attention(2, 3), ["a", "b", "c"], ["x", "y"], title="bahdanau · step 400 · probe_0 · "
                               "layer 0 (single map)\n→ Un chat.")
     title = figure.axes[0].get_title()

@@ -281,7 +281,7 @@ def decode_model(task, settings: Settings, family: str, datamodule, device: torc
     if path is None:
         steps = (settings.warmup + settings.steps) if settings.modes else 0
         return getattr(task.model, "_orig_mod", task.model).to(device), f"benchmark model ({steps} steps)"
-    from attnmt.checkpoint import load_for_inference
+    from attnmt.inference import load_for_inference
 
     model, tokenizer, _ = load_for_inference(path)
     if tokenizer.fingerprint != datamodule.tokenizer.fingerprint:

@@ -296,7 +296,8 @@ class RetainFreedMemory(L.Callback):
     """Calls `cpu_memory.retain_freed_memory()` in every training process (DDP ranks included).
 
     On the CPU it makes the large per-step tensors reuse freed memory instead of fresh pages from
-    the kernel (training throughput 8-45% higher on the project's 2-core VM); GPU runs skip it.
+    the kernel, which the kernel must zero-fill every step (docs/benchmarks.md has the effect);
+    GPU runs skip it: their tensors live on the device.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

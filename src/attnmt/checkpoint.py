@@ -2,11 +2,18 @@
 
 A checkpoint carries the sentencepiece model(s) it was trained with, so evaluate/translate need
 nothing but the .ckpt file, and resuming with a different vocabulary is refused by fingerprint.
+
+Checkpoints hold only tensors, plain containers, numbers, strings and bytes, and every load (for
+inference and for resuming) unpickles with `weights_only=True`: a shared file cannot run code by
+being opened. Nor through its stored configs, which name the classes to build (`_target_`):
+`check_targets` refuses any outside the modules a run of attnmt uses.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,6 +22,7 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.serialization import safe_globals
 
 from attnmt.errors import CheckpointError
 
@@ -54,22 +62,75 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        # Lightning's resume path: safe unpickling whatever weights_only Lightning asks for
         return load_checkpoint_file(path, map_location=map_location)
 
 
-def load_checkpoint_file(path, map_location=None) -> dict[str, Any]:
-    """torch.load with errors a user can act on (missing, truncated or not a checkpoint)."""
+def _legacy_numpy_globals() -> list:
+    """What checkpoints written before safe loading need beyond plain data: their numpy RNG state, a
+    uint32 array. Rebuilding an array from a dtype and raw bytes (or, for object arrays, from items
+    the same restricted unpickler made) calls no code the file chooses, so numpy's array reconstruction,
+    ndarray, dtype and the uint32 dtype are allowed, nothing more."""
+    import numpy as np
+
+    reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+    # pickles name it after the numpy that wrote them: numpy._core (2.x) or numpy.core (1.x)
+    names = ("numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct")
+    return [*((reconstruct, name) for name in names), np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
+def _refused_global(message: str) -> str:
+    """The object torch's restricted unpickler refused, out of its multi-paragraph message."""
+    named = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"got <class '([\w.]+)'>", message)
+    if named:
+        return f"it asks for {named.group(1)}"
+    lines = [line for line in message.splitlines() if line.strip() and "weights_only" not in line.lower()]
+    return lines[0][:200] if lines else "an object torch does not allow"
+
+
+def load_checkpoint_file(path, map_location=None, mmap: bool = False) -> dict[str, Any]:
+    """torch.load(weights_only=True) with errors a user can act on (missing, truncated, unsafe or not a checkpoint).
+
+    mmap: tensors are mapped from the file, not read (for a quick look at small entries).
+    """
     path = Path(path)
     fs = get_filesystem(str(path))
     if not fs.exists(str(path)):
         raise CheckpointError(f"checkpoint not found: {path}. Give an existing .ckpt file (e.g. <run>/checkpoints/last.ckpt).")
     try:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=False)
+        with safe_globals(_legacy_numpy_globals()):  # scoped: the allow-list never outlives this load
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint {path} holds more than tensors and plain data ({_refused_global(str(error))}): attnmt does not "
+            "unpickle such files, since that can run code. Use a checkpoint written by attnmt's train.py, from a source you trust."
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:  # truncated/corrupt archives
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
             "Use another checkpoint of the run (best-*.ckpt or last.ckpt)."
         ) from None
+
+
+def check_targets(config: Any, allowed: tuple[str, ...], path, what: str = "run config") -> None:
+    """Refuse a stored config that would have Hydra build anything outside `allowed` (module prefixes).
+
+    A checkpoint's configs name what instantiate() builds and calls, so a crafted `_target_` (e.g.
+    os.system, nested anywhere) would run code as surely as an unsafe pickle.
+    """
+    if isinstance(config, dict):
+        target = config.get("_target_")
+        if target is not None and not (isinstance(target, str) and target.startswith(allowed)):
+            raise CheckpointError(
+                f"{path}: its {what} would build {str(target)[:100]!r}, outside {', '.join(allowed)}: "
+                "attnmt builds nothing else a file names, since that could run any code. Use a checkpoint or run folder "
+                "written by attnmt's train.py, from a source you trust."
+            )
+        for value in config.values():
+            check_targets(value, allowed, path, what)
+    elif isinstance(config, list | tuple):
+        for value in config:
+            check_targets(value, allowed, path, what)
 
 
 def store_tokenizer(checkpoint: dict[str, Any], tokenizer) -> None:
@@ -126,33 +187,3 @@ def check_state_dict(stored: dict[str, Any], expected: dict[str, Any], path, sto
         f"checkpoint {path}{trained} does not fit the model {variant or ''} being built: {details}. "
         "Resume with only ckpt_path= (the run's own config is restored), or start a new run without it."
     )
-
-
-def load_for_inference(path, map_location="cpu"):
-    """A checkpoint -> (model in eval mode, its Tokenizer, the task's hyperparameters).
-
-    Works for any checkpoint written by train.py: the model is rebuilt from the config stored in
-    the checkpoint and the tokenizer from the sentencepiece model(s) embedded in it.
-    """
-    from hydra.utils import instantiate
-
-    checkpoint = load_checkpoint_file(path, map_location=map_location)
-    hparams = checkpoint.get("hyper_parameters")
-    if not hparams or "model" not in hparams:
-        raise CheckpointError(f"{path} is not an attnmt training checkpoint (no model config inside).")
-    tokenizer = load_tokenizer(checkpoint, path)
-    if (hparams["src_vocab_size"], hparams["tgt_vocab_size"]) != (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size):
-        raise CheckpointError(
-            f"{path}: model vocabulary sizes {hparams['src_vocab_size']}/{hparams['tgt_vocab_size']} do not match its "
-            f"tokenizer ({tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}); the file was altered."
-        )
-    # the model alone, as TranslationTask builds it: inference needs neither the task nor its optimizer
-    model = instantiate(hparams["model"], src_vocab_size=hparams["src_vocab_size"],
-                        tgt_vocab_size=hparams["tgt_vocab_size"], shared_vocab=hparams["shared_vocab"])
-    prefix = "model."  # the task holds the model as its `model` attribute
-    state = checkpoint["state_dict"]
-    unexpected = [key for key in state if not key.startswith(prefix)]
-    if unexpected:
-        raise RuntimeError(f"{path}: state_dict keys outside the model: {unexpected[:5]}")
-    model.load_state_dict({key[len(prefix):]: value for key, value in state.items()})
-    return model.eval(), tokenizer, hparams

@@ -320,7 +320,7 @@ def bleu_over_updates_figure(records: list[RunRecord]):
 def probe_figure(records: list[RunRecord]):
     """The first probe sentence decoded (greedy) by every variant's best checkpoint: last layer, heads averaged."""
     from attnmt.data.vocab import EOS_PIECE
-    from attnmt.translate import DecodeSettings, load_model, pick_device, resolve_checkpoint, translate_lines
+    from attnmt.inference import DecodeSettings, load_model, pick_device, resolve_checkpoint, translate_lines
     from attnmt.viz import side_by_side_figure
 
     panels, seen = [], set()

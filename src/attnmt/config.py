@@ -31,8 +31,8 @@ def auto_precision() -> str:
 
 
 def auto_workers() -> int:
-    # On a CPU-only machine the worker process competes with training for the same cores:
-    # measured on 2 cores, Transformer 1,457 tok/s with one worker, 1,787 collating in-process.
+    # On a CPU-only machine a worker process competes with training for the same cores, so
+    # collating in-process is faster there (docs/benchmarks.md, "Loader workers").
     return 1 if torch.cuda.is_available() else 0
 
 

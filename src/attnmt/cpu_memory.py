@@ -2,14 +2,10 @@
 
 glibc's malloc serves every allocation above its mmap threshold (adaptive, at most 32 MiB) with
 fresh pages from the kernel and unmaps them again on free. A training step allocates the same
-large tensors every time (a 4096-token batch's logits over an 8000-word vocabulary alone are
-128 MiB), so each step pays the kernel to zero-fill all of them again. Raising the mmap threshold
-and the trim threshold makes malloc reuse its own freed memory instead.
-
-Measured on the project's 2-core VM (torch 2.13 CPU): `exp` of a [4000, 8000] float tensor
-95 -> 25 ms, a copy 78 -> 13 ms; training throughput of the model presets 8-45% higher (median
-30%, README "Benchmark"). The cost: the process keeps its peak heap until it exits (peak RSS
-+260-610 MiB per preset there).
+large tensors every time (a batch's logits over the vocabulary are far above that threshold), so
+each step pays the kernel to zero-fill all of them again. Raising the mmap threshold and the trim
+threshold makes malloc reuse its own freed memory instead. The cost: the process keeps its peak
+heap until it exits. Speed-up and memory cost as measured: docs/benchmarks.md.
 
 Other allocators (macOS, musl, jemalloc/tcmalloc preloaded) are left alone: the call reports False.
 """

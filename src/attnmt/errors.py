@@ -27,10 +27,15 @@ class CheckpointError(UserError):
 
 def find_user_error(error: BaseException) -> UserError | None:
     """The UserError behind `error`, if any: Hydra's instantiate wraps what constructors raise."""
+    from omegaconf.errors import MissingMandatoryValue
+
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, UserError):
             return error
+        if isinstance(error, MissingMandatoryValue):  # a `???` the user was meant to fill in
+            key = error.full_key or "a config key"
+            return ConfigError(f"{key} has no value (??? in its config): set it on the command line, e.g. {key}=<value>")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -11,8 +11,9 @@ Outputs go to `<run>/eval/` (or next to a bare checkpoint in `eval/`, or to --ou
   attention/<split>/<decoding>/  PNG heatmaps: eval_<split>_<i>_* for the first N sentences, probe_<i>_*
 and TensorBoard events under `<run>/tensorboard/eval/<split>/<decoding>/` (a run of its own in
 TensorBoard, so greedy and beam, or two splits, never share a tag at one step): images
-attention/eval_<split>_<i>/..., attention/probe_<i>/..., scalars eval/{bleu,chrf,ter} and
-attention/<variant>/<layer>/<head|mean>/<statistic>, all at the checkpoint's global step.
+attention_maps/eval_<split>_<i>/..., attention_maps/probe_<i>/... (the tags training's probe maps
+use), scalars eval/{bleu,chrf,ter} and attention_stats/<variant>/<layer>/<head|mean>/<statistic>,
+all at the checkpoint's global step.
 
 With --alignment (attnmt.alignment), cross-attention is also scored as word alignment against
 reference alignments of the set made by the statistical aligner (cached under the data cache):
@@ -45,10 +46,11 @@ from typing import Any
 
 import torch
 
+from attnmt.checkpoint import umask_mode
 from attnmt.data.corpus import read_lines
 from attnmt.errors import ConfigError, DataError, UserError
-from attnmt.metrics import attention_statistics, corpus_scores, flatten_statistics, paired_significance
-from attnmt.translate import DecodeSettings, Translation, load_model, pick_device, resolve_checkpoint, translate_lines
+from attnmt.metrics import ATTENTION_STATS_TAG, attention_statistics, corpus_scores, flatten_statistics, paired_significance
+from attnmt.inference import DecodeSettings, Translation, load_model, pick_device, resolve_checkpoint, translate_lines
 
 log = logging.getLogger("attnmt.evaluate")
 TEXT_METRICS = ("bleu", "chrf", "ter")
@@ -79,6 +81,7 @@ def run_corpus(run_dir: Path | None):
     from omegaconf.errors import OmegaConfBaseException
 
     import attnmt.config  # noqa: F401  registers the ${attnmt.*} resolvers that paths.* use
+    from attnmt.checkpoint import check_targets
 
     config = run_dir / ".hydra" / "config.yaml" if run_dir is not None else None
     if config is None or not config.is_file():
@@ -89,6 +92,8 @@ def run_corpus(run_dir: Path | None):
         )
     try:
         corpus_cfg = OmegaConf.load(config).data.corpus
+        plain = OmegaConf.to_container(corpus_cfg) if OmegaConf.is_config(corpus_cfg) else corpus_cfg
+        check_targets(plain, ("attnmt.data.",), config, what="data.corpus")  # a shared run folder names what is built
         return instantiate(corpus_cfg)
     except InstantiationException as err:
         if isinstance(err.__cause__, UserError):
@@ -164,12 +169,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(clean(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
+    os.chmod(tmp, umask_mode())  # mkstemp gives 0600: metrics.json gets what the umask gives any new file
     os.replace(tmp, path)
 
 
 def _global_step(checkpoint: Path) -> int:
     """The training step the checkpoint was saved at (tensors memory-mapped, not read)."""
-    return int(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
+    from attnmt.checkpoint import load_checkpoint_file
+
+    return int(load_checkpoint_file(checkpoint, mmap=True).get("global_step", 0))
 
 
 # --------------------------------------------------------------------------- attention output
@@ -184,9 +192,13 @@ def _fresh_writer(folder: Path):
 
 
 def log_maps(writer, translations: list[Translation], prefix: str, step: int, png_dir: Path, merge: bool,
-             head_grid_layer: int) -> list[dict[str, Any]]:
-    """Heatmaps of each translation under attention/<prefix>_<i>/... -> one record per sentence."""
-    from attnmt.viz import log_attention_maps, merge_subwords
+             head_grid_layer: int, title: str | None = None) -> list[dict[str, Any]]:
+    """Heatmaps of each translation under attention_maps/<prefix>_<i>/... -> one record per sentence.
+
+    title (e.g. "bahdanau · step 2400 · test_2016_flickr beam5") starts each figure's title and the
+    translation is its second line, as in training's probe maps: a PNG or image seen on its own
+    still says which model, checkpoint and decoding drew it."""
+    from attnmt.viz import ATTENTION_MAPS_TAG, log_attention_maps, merge_subwords
 
     records = []
     for i, translation in enumerate(translations):
@@ -195,14 +207,14 @@ def log_maps(writer, translations: list[Translation], prefix: str, step: int, pn
             continue  # an empty source line has no attention
         src_labels, tgt_labels = translation.src_tokens, translation.tgt_tokens
         written = log_attention_maps(writer, f"{prefix}_{i}", hyp.attention, src_labels, tgt_labels, step, png_dir,
-                                     head_grid_layer, merge)
+                                     head_grid_layer, merge, title=title, translation=translation.text)
         if merge:  # record the labels the maps show
             _, src_labels, tgt_labels = merge_subwords(hyp.attention[-1, 0], src_labels, tgt_labels)
         records.append({
             "name": f"{prefix}_{i}", "source": translation.source, "translation": translation.text,
             "src_tokens": src_labels, "tgt_tokens": tgt_labels,
-            "tags": [w for w in written if w.startswith("attention/")],
-            "pngs": [w for w in written if not w.startswith("attention/")],
+            "tags": [w for w in written if w.startswith(f"{ATTENTION_MAPS_TAG}/")],
+            "pngs": [w for w in written if not w.startswith(f"{ATTENTION_MAPS_TAG}/")],
         })
     return records
 
@@ -487,7 +499,7 @@ def _log_evaluation(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings, e
         old.unlink()
     writer = _fresh_writer(sub_run)
     try:
-        maps = (ctx.merge_subwords, ctx.head_grid_layer)
+        maps = (ctx.merge_subwords, ctx.head_grid_layer, f"{ctx.variant} · step {ctx.step} · {eval_set.name} {setting.name}")
         records = log_maps(writer, translations[: ctx.num_maps], f"eval_{eval_set.name}", ctx.step, png_dir, *maps)
         probes = None
         if ctx.probes:
@@ -498,7 +510,7 @@ def _log_evaluation(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings, e
             _log_alignment(ctx, writer, eval_set, entry, probes, png_dir)
         for metric in TEXT_METRICS:
             writer.add_scalar(f"eval/{metric}", entry["scores"][metric]["score"], ctx.step)
-        for tag, value in flatten_statistics(entry["attention_statistics"], prefix=f"attention/{ctx.variant}").items():
+        for tag, value in flatten_statistics(entry["attention_statistics"], prefix=f"{ATTENTION_STATS_TAG}/{ctx.variant}").items():
             if not math.isnan(value):  # undefined statistics have nothing to plot
                 writer.add_scalar(tag, value, ctx.step)
     finally:

@@ -21,6 +21,9 @@ from attnmt.errors import DataError
 
 METRICS: dict[str, type[Metric]] = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
 STATISTICS = ("entropy", "max_weight", "diagonal_distance", "monotonicity")
+# TensorBoard's top-level tag of these statistics (scalars), apart from the maps (viz.ATTENTION_MAPS_TAG):
+# TensorBoard groups by the first tag segment, so statistics and images never share a section.
+ATTENTION_STATS_TAG = "attention_stats"
 
 
 def _metric(name: str) -> Metric:
@@ -180,7 +183,7 @@ def _nanmean(values: list[float]) -> float:
     return sum(defined) / len(defined) if defined else math.nan
 
 
-def flatten_statistics(statistics: dict[str, dict[str, dict[str, float]]], prefix: str = "attention") -> dict[str, float]:
+def flatten_statistics(statistics: dict[str, dict[str, dict[str, float]]], prefix: str = ATTENTION_STATS_TAG) -> dict[str, float]:
     """attention_statistics(...) -> {"<prefix>/layer_0/head_1/entropy": value, ...} for loggers."""
     return {
         f"{prefix}/{layer}/{head}/{name}": value

@@ -2,7 +2,9 @@
 
 Shapes: B sentences, K beams, V target vocabulary, L attention layers, H heads, S source length,
 T output length. Every search works on whole batches on the model's device and only leaves it
-to check "is everything finished?" every few steps and to build the results.
+to check, every step on the CPU and every few steps elsewhere (`check_every`), which sentences
+have finished, to drop them from the batch (the model then computes only the unfinished ones)
+and to stop when none is left, and at the end to build the results.
 
 A returned `Hypothesis` holds the output *without* BOS and EOS in `tokens` (ready to detokenise);
 `finished` says whether the model ended it with EOS (otherwise it hit the maximum length), and
@@ -18,6 +20,7 @@ the choice (the scores of the chosen ids are the model's unchanged log-probabili
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -64,8 +67,25 @@ def max_lengths(src_mask: torch.Tensor, max_len_a: float, max_len_b: float) -> t
 
 
 def _block_special(logprobs: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """logprobs [..., V], blocked ids [n] -> copy with those ids at -inf so no search picks them."""
-    return logprobs.index_fill(-1, blocked, float("-inf"))
+    """logprobs [..., V], blocked ids [n] -> the same tensor with those ids at -inf so no search
+    picks them (in place: a step's log-probabilities belong to the search, and a copy of [N, V]
+    per step is measurable)."""
+    return logprobs.index_fill_(-1, blocked, float("-inf"))
+
+
+def _check_interval(check_every: int | None, device: torch.device) -> int:
+    """Steps between host-side checks: every step on the CPU, where a check costs nothing and drops
+    finished sentences soonest; every 4 elsewhere, where each check waits for the device."""
+    if check_every is not None:
+        return check_every
+    return 1 if device.type == "cpu" else 4
+
+
+def _unfinished(stopped: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """stopped [A] bool -> positions of the unfinished rows [A'], or None when none has finished
+    (nothing to drop). One host sync."""
+    keep = stopped.logical_not().nonzero().squeeze(1)
+    return None if keep.size(0) == rows else keep
 
 
 @torch.inference_mode()
@@ -76,45 +96,49 @@ def greedy(
     max_len_a: float = 1.5,
     max_len_b: float = 10,
     need_attention: bool = True,
-    check_every: int = 4,
+    check_every: int | None = None,
 ) -> list[Hypothesis]:
     """Pick the most probable id at every step, for the whole batch at once.
 
     src [B, S] long, src_mask [B, S] bool -> one Hypothesis per sentence (score = logprob).
-    A sentence that has finished keeps being fed EOS (its outputs are ignored) until all have;
-    `check_every` is how many steps run between host-side "all finished?" checks.
+    Every `check_every` steps (default: _check_interval) the sentences that have finished leave
+    the batch; until then a finished sentence is fed EOS and its outputs are ignored.
     """
-    batch_size = src.size(0)
+    batch_size, device = src.size(0), src.device
+    check_every = _check_interval(check_every, device)
     limits = max_lengths(src_mask, max_len_a, max_len_b)  # [B]
     state = model.init_state(model.encode(src, src_mask), src_mask)
 
-    blocked = torch.tensor(NEVER_GENERATED, device=src.device)
-    previous = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
-    logprob = torch.zeros(batch_size, dtype=torch.float32, device=src.device)
-    lengths = torch.zeros(batch_size, dtype=torch.long, device=src.device)
-    ended_by_eos = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
-    stopped = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
-    outputs: list[torch.Tensor] = []  # per step [B]
-    attentions: list[torch.Tensor] = []  # per step [B, L, H, S]
+    blocked = torch.tensor(NEVER_GENERATED, device=device)
+    rows = torch.arange(batch_size, device=device)  # [A] the sentence each decoded row belongs to
+    previous = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)  # [A]
+    stopped = torch.zeros(batch_size, dtype=torch.bool, device=device)  # [A]
+    logprob = torch.zeros(batch_size, dtype=torch.float32, device=device)  # per sentence [B]
+    lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # [B]
+    ended_by_eos = torch.zeros(batch_size, dtype=torch.bool, device=device)  # [B]
+    history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []  # per step: rows, ids [A], attention [A, L, H, S]
 
     for step in range(int(limits.max())):
-        step_logprobs, state, attention = model.step(previous, state)  # [B, V], [B, L, H, S]
-        chosen = _block_special(step_logprobs, blocked).argmax(dim=-1)  # [B]
+        step_logprobs, state, attention = model.step(previous, state, need_weights=need_attention)  # [A, V]
+        chosen = _block_special(step_logprobs, blocked).argmax(dim=-1)  # [A]
         active = ~stopped
-        logprob += torch.where(active, step_logprobs.gather(1, chosen[:, None]).squeeze(1), 0.0)
+        logprob.index_add_(0, rows, torch.where(active, step_logprobs.gather(1, chosen[:, None]).squeeze(1), 0.0))
         chosen = torch.where(active, chosen, EOS_ID)
-        lengths += active.long()
-        ended_by_eos |= active & chosen.eq(EOS_ID)
-        stopped = ended_by_eos | limits.le(step + 1)
-        outputs.append(chosen)
-        if need_attention:
-            attentions.append(attention)
+        lengths.index_add_(0, rows, active.long())
+        ended = active & chosen.eq(EOS_ID)
+        ended_by_eos.index_put_((rows,), ended_by_eos[rows] | ended)
+        stopped = stopped | ended | limits[rows].le(step + 1)
+        history.append((rows, chosen, attention))
         previous = chosen
-        if (step + 1) % check_every == 0 and bool(stopped.all()):
-            break
+        if (step + 1) % check_every == 0:
+            keep = _unfinished(stopped, rows.size(0))
+            if keep is not None:
+                if keep.size(0) == 0:
+                    break
+                state = model.reorder_state(state, keep)
+                rows, previous, stopped = rows[keep], previous[keep], stopped[keep]
 
-    ids = torch.stack(outputs, dim=1).cpu()  # [B, T]
-    stacked = torch.stack(attentions, dim=1).float().cpu() if need_attention else None  # [B, T, L, H, S]
+    ids, stacked = _greedy_outputs(history, batch_size, need_attention)  # [B, T], [B, T, L, H, S]
     real_src = src_mask.cpu()
     hypotheses = []
     for i in range(batch_size):
@@ -126,6 +150,25 @@ def greedy(
         value = float(logprob[i])
         hypotheses.append(Hypothesis(tokens, value, value, finished, attention))
     return hypotheses
+
+
+def _greedy_outputs(
+    history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], batch_size: int, need_attention: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per step (rows [A], ids [A], attention [A, L, H, S]) -> ids [B, T] and attention
+    [B, T, L, H, S] (or None) on the CPU; steps after a sentence left the batch hold EOS / zeros."""
+    ids = torch.full((batch_size, len(history)), EOS_ID, dtype=torch.long)
+    stacked = torch.zeros(batch_size, len(history), *history[0][2].shape[1:]) if need_attention else None
+    step = 0
+    # consecutive steps share one `rows` tensor until the batch shrinks: one copy per such run
+    for _, run in itertools.groupby(history, key=lambda entry: id(entry[0])):
+        run = list(run)
+        rows, span = run[0][0].cpu(), slice(step, step + len(run))
+        ids[rows, span] = torch.stack([chosen for _, chosen, _ in run], dim=1).cpu()  # [A, run]
+        if stacked is not None:
+            stacked[rows, span] = torch.stack([attention for _, _, attention in run], dim=1).float().cpu()
+        step += len(run)
+    return ids, stacked
 
 
 class _FinishedPool:
@@ -147,6 +190,7 @@ class _FinishedPool:
 
     def add(
         self,
+        rows: torch.Tensor,
         score: torch.Tensor,
         logprob: torch.Tensor,
         step: int,
@@ -154,14 +198,15 @@ class _FinishedPool:
         token: torch.Tensor,
         finished: bool,
     ) -> None:
-        """Offer candidates [B, C] (score -inf = not a candidate); keep the n best, sorted."""
+        """Offer candidates [A, C] of sentences `rows` [A] (score -inf = not a candidate); keep
+        the n best of each, sorted."""
         names = ("score", "logprob", "step", "parent", "token", "finished")
         step_ids = torch.full_like(token, step)
         offered = (score, logprob, step_ids, parent, token, torch.full_like(token, finished, dtype=torch.bool))
-        merged = {name: torch.cat([getattr(self, name), new], dim=1) for name, new in zip(names, offered)}
-        best = merged["score"].topk(self.n_best, dim=1).indices  # [B, N], sorted best first
+        merged = {name: torch.cat([getattr(self, name)[rows], new], dim=1) for name, new in zip(names, offered)}
+        best = merged["score"].topk(self.n_best, dim=1).indices  # [A, N], sorted best first
         for name in names:
-            setattr(self, name, merged[name].gather(1, best))
+            getattr(self, name)[rows] = merged[name].gather(1, best)
 
 
 @torch.inference_mode()
@@ -175,7 +220,7 @@ def beam_search(
     max_len_b: float = 10,
     n_best: int = 1,
     need_attention: bool = True,
-    check_every: int = 4,
+    check_every: int | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: B sentences x K beams go through one model.step call per step.
 
@@ -187,72 +232,95 @@ def beam_search(
     beam never shrinks. Every sentence stops on its own: when its n-th best complete hypothesis
     scores at least as well as its best open beam at the open beam's current length (exact for
     alpha = 0, since log-probabilities only fall; the usual approximation otherwise), or at its
-    maximum length, where the open beams compete as unfinished hypotheses. beam_size = 1 gives
-    exactly `greedy`'s outputs and log-probabilities.
+    maximum length, where the open beams compete as unfinished hypotheses. Stopped sentences leave
+    the batch every `check_every` steps (default: _check_interval). beam_size = 1 gives exactly
+    `greedy`'s outputs and log-probabilities.
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
     batch_size, beams, device = src.size(0), beam_size, src.device
+    check_every = _check_interval(check_every, device)
     limits = max_lengths(src_mask, max_len_a, max_len_b)  # [B]
-    state = model.init_state(model.encode(src, src_mask), src_mask)
-    state = model.reorder_state(state, torch.arange(batch_size, device=device).repeat_interleave(beams))
+    state = model.init_state(model.encode(src, src_mask), src_mask, beams=beams)
 
+    rows = torch.arange(batch_size, device=device)  # [A] the sentence each group of K beams decodes
     # Only beam 0 is alive at the start, so the first step does not propose K copies of one id.
-    beam_logprob = torch.full((batch_size, beams), float("-inf"), device=device)
+    beam_logprob = torch.full((batch_size, beams), float("-inf"), device=device)  # [A, K]
     beam_logprob[:, 0] = 0.0
-    previous = torch.full((batch_size * beams,), BOS_ID, dtype=torch.long, device=device)
-    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    previous = torch.full((batch_size * beams,), BOS_ID, dtype=torch.long, device=device)  # [A*K]
+    done = torch.zeros(batch_size, dtype=torch.bool, device=device)  # [A]
     pool = _FinishedPool(batch_size, n_best, device)
     rank = torch.arange(2 * beams, device=device)
     blocked = torch.tensor(NEVER_GENERATED, device=device)
-    beam_offsets = torch.arange(batch_size, device=device)[:, None] * beams  # [B, 1]
-    chosen_tokens, chosen_parents, attentions = [], [], []  # per step [B, K], [B, K], [B, K, L, H, S]
+    history = _BeamHistory(batch_size, beams, need_attention)
 
     for step in range(int(limits.max())):
-        step_logprobs, state, attention = model.step(previous, state)  # [B*K, V], [B*K, L, H, S]
-        vocab = step_logprobs.size(-1)
-        extended = beam_logprob[:, :, None] + _block_special(step_logprobs, blocked).view(batch_size, beams, vocab)
-        cand_logprob, cand_index = extended.view(batch_size, beams * vocab).topk(2 * beams, dim=1)  # [B, 2K]
+        step_logprobs, state, attention = model.step(previous, state, need_weights=need_attention)  # [A*K, V], [A*K, L, H, S]
+        active, vocab = rows.size(0), step_logprobs.size(-1)
+        extended = beam_logprob[:, :, None] + _block_special(step_logprobs, blocked).view(active, beams, vocab)
+        cand_logprob, cand_index = extended.view(active, beams * vocab).topk(2 * beams, dim=1)  # [A, 2K]
         cand_parent, cand_token = cand_index // vocab, cand_index % vocab
         penalty = length_penalty(step + 1, alpha)
         alive = ~done[:, None]
 
         is_eos = cand_token.eq(EOS_ID)
         completes = is_eos & rank.lt(beams) & alive & cand_logprob.isfinite()
-        pool.add(torch.where(completes, cand_logprob / penalty, float("-inf")), cand_logprob, step, cand_parent, cand_token, True)
+        pool.add(rows, torch.where(completes, cand_logprob / penalty, float("-inf")), cand_logprob, step, cand_parent, cand_token, True)
 
         # The K best non-EOS candidates, still in score order: sort by (is EOS, rank).
-        keep = (is_eos.long() * 2 * beams + rank).argsort(dim=1)[:, :beams]  # [B, K]
+        keep = (is_eos.long() * 2 * beams + rank).argsort(dim=1)[:, :beams]  # [A, K]
         open_logprob = cand_logprob.gather(1, keep)
         open_token, open_parent = cand_token.gather(1, keep), cand_parent.gather(1, keep)
 
-        at_limit = limits.eq(step + 1)[:, None] & alive  # [B, 1]
+        at_limit = limits[rows].eq(step + 1)[:, None] & alive  # [A, 1]
         cut = at_limit & open_logprob.isfinite()
-        pool.add(torch.where(cut, open_logprob / penalty, float("-inf")), open_logprob, step, open_parent, open_token, False)
+        pool.add(rows, torch.where(cut, open_logprob / penalty, float("-inf")), open_logprob, step, open_parent, open_token, False)
 
-        can_improve = (open_logprob[:, 0] / penalty) > pool.score[:, -1]  # -inf pool slot: any open beam can
+        can_improve = (open_logprob[:, 0] / penalty) > pool.score[rows, -1]  # -inf pool slot: any open beam can
         done = done | at_limit.squeeze(1) | ~can_improve
         beam_logprob = open_logprob.masked_fill(done[:, None], float("-inf"))
+        history.add(rows, open_token, open_parent, attention)
 
-        chosen_tokens.append(open_token)
-        chosen_parents.append(open_parent)
-        if need_attention:
-            attentions.append(attention.view(batch_size, beams, *attention.shape[1:]))
-        state = model.reorder_state(state, (open_parent + beam_offsets).view(-1))
+        parent_rows = open_parent + torch.arange(active, device=device)[:, None] * beams  # [A, K] rows of `state`
+        if (step + 1) % check_every == 0:
+            unfinished = _unfinished(done, active)
+            if unfinished is not None:
+                if unfinished.size(0) == 0:
+                    break
+                rows, done, beam_logprob = rows[unfinished], done[unfinished], beam_logprob[unfinished]
+                parent_rows, open_token = parent_rows[unfinished], open_token[unfinished]
+        state = model.reorder_state(state, parent_rows.view(-1))
         previous = open_token.view(-1)
-        if (step + 1) % check_every == 0 and bool(done.all()):
-            break
 
-    return _collect(pool, chosen_tokens, chosen_parents, attentions if need_attention else None, src_mask)
+    return _collect(pool, history, src_mask)
 
 
-def _collect(
-    pool: _FinishedPool,
-    chosen_tokens: list[torch.Tensor],
-    chosen_parents: list[torch.Tensor],
-    attentions: list[torch.Tensor] | None,
-    src_mask: torch.Tensor,
-) -> list[list[Hypothesis]]:
+class _BeamHistory:
+    """What every step chose, for following parent pointers back at the end: per step ids and
+    parent beams [B, K] and cross-attention [B, K, L, H, S] of every sentence (rows of sentences
+    that had already left the batch stay zero: no pooled hypothesis reaches them)."""
+
+    def __init__(self, batch_size: int, beams: int, need_attention: bool) -> None:
+        self.batch_size, self.beams, self.need_attention = batch_size, beams, need_attention
+        self.tokens: list[torch.Tensor] = []
+        self.parents: list[torch.Tensor] = []
+        self.attentions: list[torch.Tensor] = []
+
+    def add(self, rows: torch.Tensor, tokens: torch.Tensor, parents: torch.Tensor, attention: torch.Tensor | None) -> None:
+        """rows [A] sentences, tokens / parents [A, K], attention [A*K, L, H, S] or None."""
+        self.tokens.append(self._full(rows, tokens))
+        self.parents.append(self._full(rows, parents))
+        if self.need_attention:
+            self.attentions.append(self._full(rows, attention.view(rows.size(0), self.beams, *attention.shape[1:])))
+
+    def _full(self, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """values [A, K, ...] of sentences `rows` -> [B, K, ...], zeros for the others."""
+        if rows.size(0) == self.batch_size:
+            return values
+        return values.new_zeros(self.batch_size, *values.shape[1:]).index_copy_(0, rows, values)
+
+
+def _collect(pool: _FinishedPool, history: _BeamHistory, src_mask: torch.Tensor) -> list[list[Hypothesis]]:
     """Follow parent pointers back from every pooled hypothesis to rebuild its ids and attention."""
     batch_size = pool.score.size(0)
     valid = pool.score.isfinite().cpu()  # [B, N]
@@ -262,21 +330,21 @@ def _collect(
     rows = torch.arange(len(sentence))
     out_len = int(last_step.max()) + 1 if len(rows) else 0
 
-    tokens = torch.stack(chosen_tokens).cpu()  # [steps, B, K]
-    parents = torch.stack(chosen_parents).cpu()  # [steps, B, K]
-    history = torch.stack(attentions).float().cpu() if attentions else None  # [steps, B, K, L, H, S]
+    tokens = torch.stack(history.tokens).cpu()  # [steps, B, K]
+    parents = torch.stack(history.parents).cpu()  # [steps, B, K]
+    weights_history = torch.stack(history.attentions).float().cpu() if history.need_attention else None  # [steps, B, K, L, H, S]
     ids = torch.full((len(rows), out_len), PAD_ID, dtype=torch.long)
     ids[rows, last_step] = pool.token.cpu()[valid]
     weights = None
-    if history is not None:
-        weights = history.new_zeros(len(rows), out_len, *history.shape[3:])  # [M, T, L, H, S]
-        weights[rows, last_step] = history[last_step, sentence, beam]
+    if weights_history is not None:
+        weights = weights_history.new_zeros(len(rows), out_len, *weights_history.shape[3:])  # [M, T, L, H, S]
+        weights[rows, last_step] = weights_history[last_step, sentence, beam]
     for step in range(out_len - 2, -1, -1):
         inside = last_step.gt(step)  # hypotheses long enough to have an id at this step
         ids[:, step] = torch.where(inside, tokens[step, sentence, beam], ids[:, step])
         parent = parents[step, sentence, beam]
         if weights is not None:
-            weights[inside, step] = history[step, sentence, parent][inside]
+            weights[inside, step] = weights_history[step, sentence, parent][inside]
         beam = torch.where(inside, parent, beam)
 
     scores, logprobs, finished = pool.score.cpu()[valid], pool.logprob.cpu()[valid], pool.finished.cpu()[valid]

@@ -193,7 +193,7 @@ class TranslationTask(L.LightningModule):
             tgt_tokens = tokenizer.tgt_pieces_from_ids(hyp.output_ids)
             # hyp.attention: [L, H, T, S] over real tokens: T = len(output_ids), S = len(src_tokens)
             log_attention_maps(writer, f"probe_{i}", hyp.attention, src_tokens, tgt_tokens, step=self.global_step,
-                               tag_root="attention_maps", title=f"{self.hparams.variant} · step {self.global_step}",
+                               title=f"{self.hparams.variant} · step {self.global_step}",
                                translation=text, scale=self.map_scale)
         rows = [(src, text) for src, text in zip(self.probes, texts)]
         writer.add_text("translations/probes", _markdown_table(("source", "hypothesis"), rows), global_step=self.global_step)
@@ -289,7 +289,10 @@ def _markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str
 
 
 def _rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's key array as a tensor: the checkpoint then loads with weights_only=True and no numpy allow-list
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -297,7 +300,11 @@ def _rng_states() -> dict[str, Any]:
 
 def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    numpy_state = states["numpy"]
+    if isinstance(numpy_state, dict):  # else the (name, uint32 array, ...) tuple of checkpoints before safe loading
+        key = numpy_state["state"]["key"].numpy().astype(np.uint32)
+        numpy_state = {**numpy_state, "state": {**numpy_state["state"], "key": key}}
+    np.random.set_state(numpy_state)
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])

@@ -21,11 +21,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from attnmt.checkpoint import AtomicCheckpointIO, CONFIG_KEY, check_state_dict, check_tokenizer, load_checkpoint_file
+from attnmt.checkpoint import AtomicCheckpointIO, CONFIG_KEY, check_state_dict, check_targets, check_tokenizer, load_checkpoint_file
 from attnmt.errors import CheckpointError, ConfigError
 from attnmt.task import TranslationTask
 
 log = logging.getLogger("attnmt.train")
+
+# What a resumed run's stored config may have Hydra build (checkpoint.check_targets): attnmt's own
+# classes and schedules, torch optimizers, Lightning's Trainer, callbacks and loggers.
+RUN_MODULES = ("attnmt.", "torch.optim.", "lightning.pytorch.Trainer", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.")
 
 # Keys a resumed run may change: they set how long and how visibly training goes on, never what is
 # trained. Anything else (model, optim, data, seed, loss, precision, ...) would make the checkpoint's
@@ -122,10 +126,12 @@ def stored_config(checkpoint_path: str | Path, checkpoint: dict[str, Any] | None
     """
     checkpoint = checkpoint if checkpoint is not None else load_checkpoint_file(checkpoint_path)
     if checkpoint.get(CONFIG_KEY):
+        check_targets(checkpoint[CONFIG_KEY], RUN_MODULES, checkpoint_path)
         return OmegaConf.create(checkpoint[CONFIG_KEY])
     run_dir = run_dir_of(checkpoint_path)
     if run_dir is not None and (run_dir / ".hydra" / "config.yaml").is_file():
         cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        check_targets(OmegaConf.to_container(cfg), RUN_MODULES, run_dir / ".hydra" / "config.yaml")
         hydra_file = run_dir / ".hydra" / "hydra.yaml"
         if not cfg.get("variant") and hydra_file.is_file():
             choices = OmegaConf.load(hydra_file).hydra.runtime.choices

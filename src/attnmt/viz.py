@@ -25,6 +25,9 @@ STANDALONE_PIECES = (BOS_PIECE, EOS_PIECE, PAD_PIECE)
 CELL_INCHES = 0.26  # one token cell: ~19 pt, room for 8 pt labels even at 50 x 50 tokens
 LABEL_POINTS = 8
 DPI = 100
+# TensorBoard's top-level tag of attention heatmaps, for training's probes and evaluation alike
+# (statistics go under metrics.ATTENTION_STATS_TAG, so the two never share a section)
+ATTENTION_MAPS_TAG = "attention_maps"
 
 
 def _as_numpy(weights: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -234,7 +237,7 @@ def log_attention_maps(
     png_dir: str | Path | None = None,
     head_grid_layer: int = -1,
     merge: bool = False,
-    tag_root: str = "attention",
+    tag_root: str = ATTENTION_MAPS_TAG,
     title: str | None = None,
     translation: str | None = None,
     scale: str = "fixed",
@@ -244,7 +247,7 @@ def log_attention_maps(
     writer: a torch.utils.tensorboard SummaryWriter (Lightning: logger.experiment).
     Writes per layer the head-averaged map under "<tag_root>/<tag_prefix>/layer_<l>" and, when
     there are several heads, every head of layer `head_grid_layer` (negative counts from the
-    end) under "<tag_root>/<tag_prefix>/heads_layer_<l>" (training uses tag_root="attention_maps").
+    end) under "<tag_root>/<tag_prefix>/heads_layer_<l>" (tag_root: "attention_maps" by default).
     With png_dir the same figures go to <png_dir>/<tag_prefix>_layer_<l>.png and
     ..._heads_layer_<l>.png. merge=True shows words instead of sentencepiece pieces (see
     merge_subwords). title (e.g. "bahdanau · step 400") starts every figure title, followed by

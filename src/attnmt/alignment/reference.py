@@ -38,6 +38,7 @@ from attnmt.alignment.aligner import AlignerSettings, StatisticalAligner
 from attnmt.alignment.links import Link, Reference, alignment_scores, read_pharaoh, write_pharaoh
 from attnmt.alignment.symmetrize import symmetrize
 from attnmt.alignment.words import tokenize
+from attnmt.data.streaming import publish_permissions
 from attnmt.errors import ConfigError
 
 log = logging.getLogger("attnmt.alignment")
@@ -155,6 +156,7 @@ def reference_alignments(
     for name, sents in (("src.words", src[-count:] if count else []), ("tgt.words", tgt[-count:] if count else [])):
         (tmp / name).write_text("".join(" ".join(words) + "\n" for words in sents), encoding="utf-8")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    publish_permissions(tmp)  # mkdtemp made it 0700: the umask decides, as for the other data caches
     try:
         os.rename(tmp, folder)
     except OSError:  # another process finished the same alignment first: use that one

@@ -1,133 +1,25 @@
-"""From cached token ids to padded Batches: memory-mapped dataset, token-bucket sampler, collate.
+"""From token ids to padded Batches: `collate` (dataset items), `pad_sources` (text input at
+inference) and `TokenBucketSampler` (which pairs share a batch, per epoch and DDP rank).
 
-Token-id cache format (one folder per split): `src_tokens.npy`/`tgt_tokens.npy` hold every
-sentence's ids back to back (int16 when the vocabulary fits, else int32), `*_offsets.npy`
-[N + 1] int64 say where sentence i starts and ends, `positions.npy` [N] maps dataset index ->
-pair index in `corpus.read(split)`. Every array is opened with mmap, so memory stays flat
-however many workers read them. streaming.encode_split writes the same format chunk by chunk;
-`write_token_cache` (lists in memory) stays for small sets and tests.
+The Batch type itself is in batch.py; the token-id cache the items come from is token_cache.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
 from attnmt.data.batch import Batch
+from attnmt.data.token_cache import TokenPairDataset
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
 
 # collate adds one special token per side: src + EOS, BOS + tgt (tgt_in), tgt + EOS (tgt_out)
 SPECIALS_PER_SIDE = 1
-META_FILE = "meta.json"
 
 
-# --- token-id cache -----------------------------------------------------------------------
-def _flatten(sequences: Sequence[Sequence[int]], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter((i for s in sequences for i in s), dtype=dtype, count=int(offsets[-1]))
-    return flat, offsets
-
-
-def write_token_cache(
-    folder: str | Path,
-    src_ids: Sequence[Sequence[int]],
-    tgt_ids: Sequence[Sequence[int]],
-    positions: Sequence[int],
-    vocab_size: int,
-    meta: dict | None = None,
-) -> bool:
-    """Write one split's ids into `folder` atomically (temp folder + rename).
-
-    Returns False when another process created `folder` first (its copy is kept).
-    """
-    folder = Path(folder)
-    dtype = np.dtype(np.int16 if vocab_size <= np.iinfo(np.int16).max + 1 else np.int32)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        for side, ids in (("src", src_ids), ("tgt", tgt_ids)):
-            flat, offsets = _flatten(ids, dtype)
-            np.save(tmp / f"{side}_tokens.npy", flat)
-            np.save(tmp / f"{side}_offsets.npy", offsets)
-        np.save(tmp / "positions.npy", np.asarray(positions, dtype=np.int64))
-        (tmp / META_FILE).write_text(json.dumps({"size": len(src_ids), **(meta or {})}, indent=2) + "\n")
-        os.rename(tmp, folder)
-        return True
-    except OSError:
-        if (folder / META_FILE).is_file():
-            return False  # lost a race: the winner's identical copy is in place
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-class TokenPairDataset(Dataset):
-    """Sentence pairs of one split from a token-id cache folder.
-
-    item i -> (i, src ids [n] int64 numpy, tgt ids [m] int64 numpy), without specials.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.meta = json.loads((self.folder / META_FILE).read_text())
-        self._open_index()
-        self._tokens: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _open_index(self) -> None:
-        # memory-mapped too (8 bytes per sentence each): pages shared by every process and
-        # DataLoader worker that reads the split, never copied into each one's heap
-        self.src_offsets = np.load(self.folder / "src_offsets.npy", mmap_mode="r")
-        self.tgt_offsets = np.load(self.folder / "tgt_offsets.npy", mmap_mode="r")
-        self.positions = np.load(self.folder / "positions.npy", mmap_mode="r")
-
-    @property
-    def src_lengths(self) -> np.ndarray:
-        """[N] int64 source ids per sentence (no specials)."""
-        return np.diff(self.src_offsets)
-
-    @property
-    def tgt_lengths(self) -> np.ndarray:
-        return np.diff(self.tgt_offsets)
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._tokens is None:  # opened lazily, once per process (DataLoader workers included)
-            self._tokens = (
-                np.load(self.folder / "src_tokens.npy", mmap_mode="r"),
-                np.load(self.folder / "tgt_tokens.npy", mmap_mode="r"),
-            )
-        return self._tokens
-
-    def __getstate__(self) -> dict:
-        # pickling a memmap would copy the whole array into the worker: each process reopens them
-        skip = ("_tokens", "src_offsets", "tgt_offsets", "positions")
-        return {key: value for key, value in self.__dict__.items() if key not in skip}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._tokens = None
-        self._open_index()
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
-        src_tokens, tgt_tokens = self._arrays()
-        src = src_tokens[int(self.src_offsets[index]) : int(self.src_offsets[index + 1])].astype(np.int64)
-        tgt = tgt_tokens[int(self.tgt_offsets[index]) : int(self.tgt_offsets[index + 1])].astype(np.int64)
-        return int(index), src, tgt
-
-
-# --- batching -----------------------------------------------------------------------------
 def collate(items: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> Batch:
     """(index, src ids, tgt ids) items -> Batch: src = ids EOS, tgt_in = BOS ids, tgt_out = ids EOS."""
     size = len(items)

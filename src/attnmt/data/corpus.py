@@ -1,65 +1,27 @@
-"""Parallel text: read a pair of aligned files into validated sentence pairs.
-
-The reading itself (blocks, UTF-8 checks, alignment) lives in streaming.py; this module keeps
-the list-returning helpers and the Corpus classes.
+"""Corpora: what the DataModule needs from one (`Corpus`), your own files (`ParallelText`), and
+`read_lines` for whole evaluation files.
 
 Files are UTF-8, one sentence per line, gzipped or not (detected by the gzip magic bytes, so a
-misnamed file still reads). Every problem a user can fix raises DataError naming the file (and
-line). Pairs where either side is blank are dropped and counted: they carry no training signal
-and would make empty references.
+misnamed file still reads); streaming.py reads and checks them. Every problem a user can fix
+raises DataError naming the file (and line). Pairs where either side is blank are dropped and
+counted: they carry no training signal and would make empty references.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-from attnmt.data.streaming import GZIP_MAGIC, PairStats, iter_lines, iter_pair_chunks
+from attnmt.data.streaming import iter_lines
 from attnmt.errors import DataError
-
-log = logging.getLogger("attnmt.data")
-
-__all__ = ["GZIP_MAGIC", "Corpus", "Pairs", "ParallelText", "read_lines", "read_pairs"]
-
-
-@dataclass
-class Pairs:
-    """Aligned sentences of one split after validation.
-
-    line_numbers[i] is the 1-based line of pair i in the files (to map results back to them).
-    """
-
-    src: list[str]
-    tgt: list[str]
-    line_numbers: list[int]
-    total_lines: int  # lines in each file
-    dropped_empty: int  # pairs dropped because one side was blank
-
-    def __len__(self) -> int:
-        return len(self.src)
 
 
 def read_lines(path: str | Path) -> list[str]:
     """Lines of a UTF-8 text file (gzipped or not), without line ends or outer whitespace.
 
-    The whole file as a list: for evaluation sets and references. Preparation streams
-    (streaming.iter_line_blocks), so corpora of any size are read in flat memory.
+    The whole file as a list: for evaluation sets, references and hypotheses. Preparation streams
+    (streaming.iter_pair_chunks), so corpora of any size are read in flat memory.
     """
     return list(iter_lines(path))
-
-
-def read_pairs(src_path: str | Path, tgt_path: str | Path) -> Pairs:
-    """Read two aligned files; blank-side pairs are dropped (and logged)."""
-    stats = PairStats()
-    src: list[str] = []
-    tgt: list[str] = []
-    numbers: list[int] = []
-    for chunk in iter_pair_chunks(src_path, tgt_path, stats=stats):
-        src += chunk.src
-        tgt += chunk.tgt
-        numbers += chunk.line_numbers
-    return Pairs(src, tgt, numbers, stats.total_lines, stats.dropped_empty)
 
 
 class Corpus:
@@ -79,9 +41,6 @@ class Corpus:
     def files(self, split: str) -> tuple[Path, Path]:
         """(source file, target file) of a split, present and verified."""
         raise NotImplementedError
-
-    def read(self, split: str) -> Pairs:
-        return read_pairs(*self.files(split))
 
     def _check_split(self, split: str) -> None:
         if split not in self.splits:

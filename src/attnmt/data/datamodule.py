@@ -3,9 +3,10 @@
 Everything expensive is cached under `cache_dir` and keyed by content, so a second build (or a
 second DDP rank) only opens files:
 - `spm-<key>/`: tokenizer, key = train file hashes + tokenizer settings (tokenizer.py);
-- `ids-<split>-<key>/`: token ids, key = tokenizer fingerprint + split file hashes + filtering.
-Preparation streams (streaming.py): the text is read, checked and encoded in chunks (in
-`num_proc` processes) and the arrays are appended to disk, so memory stays flat whatever the
+- `ids-<split>-<key>/`: token ids (token_cache.py), key = tokenizer fingerprint + split file
+  hashes + filtering.
+Preparation streams: the text is read and checked in chunks (streaming.py), encoded (in
+`num_proc` processes) and appended to disk (token_cache.py), so memory stays flat whatever the
 corpus size; the sentencepiece model trains on a sample streamed from the files.
 One process builds each item while the others (DDP ranks, parallel runs) wait on a lock file and
 then load it; writes are atomic (temp folder + rename). File hashes are remembered under
@@ -26,26 +27,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
-import torch
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
-from attnmt.data.batching import (
-    SPECIALS_PER_SIDE,
-    TokenBucketSampler,
-    TokenPairDataset,
-    collate,
-)
-from attnmt.data.corpus import Corpus, Pairs, read_pairs
-from attnmt.data.streaming import PairStats, build_lock, encode_split, file_sha256, iter_pair_chunks
+from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
+from attnmt.data.corpus import Corpus
+from attnmt.data.streaming import PairStats, build_lock, file_sha256, iter_pair_chunks, publish_permissions
+from attnmt.data.token_cache import CACHE_FORMAT, META_FILE, TokenPairDataset, encode_split
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
 from attnmt.errors import ConfigError, DataError
 
 log = logging.getLogger("attnmt.data")
-
-CACHE_FORMAT = "ids-v1"  # bump when the token cache layout or the reading rules change
-# Number of splits encoded (cache misses) in this process: tests read it to prove a cache hit.
-ENCODINGS = 0
 
 
 class ResumableDataLoader(DataLoader):
@@ -86,17 +79,11 @@ def file_digest(path: Path, memo_dir: Path | None = None) -> str:
         fd, tmp = tempfile.mkstemp(prefix=".digest.", dir=memo_dir)
         with os.fdopen(fd, "w") as handle:
             json.dump({"identity": identity, "sha256": digest}, handle)
-        os.chmod(tmp, 0o666 & ~_umask())
+        publish_permissions(tmp)  # mkstemp made it 0600: the memo is shared like the rest of the cache
         os.replace(tmp, memo)
     except OSError:
         pass  # a read-only cache folder: hash again next time
     return digest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _tokenizer_settings(value: Mapping | TokenizerSettings | None) -> TokenizerSettings:
@@ -153,7 +140,6 @@ class TranslationDataModule(L.LightningDataModule):
         self.cache_hits: dict[str, bool] = {}
         self._files: dict[str, tuple[Path, Path]] = {}  # split -> (src file, tgt file)
         self._datasets: dict[str, TokenPairDataset] = {}
-        self._pairs: dict[str, Pairs] = {}  # raw text, read only when asked for
         self._texts: dict[tuple[str, int], list[str]] = {}  # (split, side) -> sentences in dataset order
         self._ready = False
 
@@ -183,7 +169,6 @@ class TranslationDataModule(L.LightningDataModule):
         for split in self.corpus.splits:
             self._datasets[split] = self._encode(split)
         self._ready = True
-        self._pairs.clear()
         log.info(
             "data ready in %.1f s: %s, %s; cache hits %s",
             time.perf_counter() - started, self.corpus, self.tokenizer, self.cache_hits,
@@ -191,12 +176,6 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _digest(self, path: Path) -> str:
         return file_digest(path, self.cache_dir / "digests")
-
-    def _read(self, split: str) -> Pairs:
-        """The whole split as lists (small splits only: preparation streams)."""
-        if split not in self._pairs:
-            self._pairs[split] = read_pairs(*self._files[split])
-        return self._pairs[split]
 
     def _stream_side(self, split: str, side: int):
         """Sentences of one side (0 source, 1 target) of a split's usable pairs, streamed."""
@@ -215,17 +194,16 @@ class TranslationDataModule(L.LightningDataModule):
         }
         key = hashlib.sha1(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
         folder = self.cache_dir / f"ids-{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{key}"
-        hit = (folder / "meta.json").is_file()
+        hit = (folder / META_FILE).is_file()
         if not hit:
             with build_lock(folder):
-                hit = (folder / "meta.json").is_file()  # built by a process we waited for
+                hit = (folder / META_FILE).is_file()  # built by a process we waited for
                 if not hit:
                     self._encode_into(split, folder, max_len)
         self.cache_hits[f"ids/{split}"] = hit
         return TokenPairDataset(folder)
 
     def _encode_into(self, split: str, folder: Path, max_len: int | None) -> None:
-        global ENCODINGS
         started = time.perf_counter()
         stats = PairStats()
         src_model, tgt_model = self.tokenizer.model_bytes
@@ -239,30 +217,15 @@ class TranslationDataModule(L.LightningDataModule):
             meta={"split": split, "files": [str(p) for p in files], "max_len": max_len},
             what=split, all_dropped=f"data.max_len={max_len} drops every training pair of {split}; raise it",
         )
-        ENCODINGS += 1
         if result is not None:
             seconds = time.perf_counter() - started
             log.info("%s: encoded %d pairs in %.1f s (%.0f pairs/s, %d process%s); dropped %d empty, %d too long",
                      split, stats.kept, seconds, stats.kept / max(seconds, 1e-9), self.num_proc,
                      "es" if self.num_proc > 1 else "", stats.dropped_empty, result.dropped_long)
 
-    def add_split(self, name: str, src_path: str | Path, tgt_path: str | Path) -> str:
-        """Register any aligned file pair as split `name` (e.g. a custom test set); returns name."""
-        self._build()
-        if name in self.corpus.splits:
-            raise ConfigError(f"split name {name!r} is taken by the corpus; choose another one")
-        self._files[name] = (Path(src_path), Path(tgt_path))
-        self._pairs.pop(name, None)
-        self._texts.pop((name, 0), None), self._texts.pop((name, 1), None)
-        self._datasets[name] = self._encode(name)
-        return name
-
-    def dataloader_for_files(self, src_path: str | Path, tgt_path: str | Path) -> DataLoader:
-        """An evaluation DataLoader over any aligned file pair (split name: `file:<src path>`)."""
-        return self.dataloader(self.add_split(f"file:{src_path}", src_path, tgt_path))
-
     # --- what training and evaluation use -------------------------------------------------
-    def _dataset(self, split: str) -> TokenPairDataset:
+    def dataset(self, split: str) -> TokenPairDataset:
+        """Token ids of a split (`splits`), memory-mapped from the cache."""
         self._build()
         if split not in self._datasets:
             raise DataError(f"unknown split {split!r}; available: {', '.join(self._datasets)}")
@@ -288,15 +251,12 @@ class TranslationDataModule(L.LightningDataModule):
         self._build()
         return self.tokenizer.joint
 
-    def dataset(self, split: str) -> TokenPairDataset:
-        return self._dataset(split)
-
     def sampler(self, split: str, shuffle: bool = False, training: bool | None = None) -> TokenBucketSampler:
         """Token-bucket batches of a split, sharded by the attached Trainer's rank (else 0 of 1)."""
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TokenBucketSampler.for_dataset(
-            self._dataset(split),
+            self.dataset(split),
             self.max_tokens if (shuffle if training is None else training) else self.eval_max_tokens,
             shuffle=shuffle,
             seed=self.seed,
@@ -307,7 +267,7 @@ class TranslationDataModule(L.LightningDataModule):
     def dataloader(self, split: str, shuffle: bool = False, training: bool | None = None) -> DataLoader:
         """Batches of any split; shuffle=True gives training order (per-epoch, even across ranks)."""
         return ResumableDataLoader(
-            self._dataset(split),
+            self.dataset(split),
             batch_sampler=self.sampler(split, shuffle, training),
             collate_fn=collate,
             num_workers=self.num_workers,
@@ -353,17 +313,13 @@ class TranslationDataModule(L.LightningDataModule):
         cached = self._texts.get((split, side))
         if cached is not None:
             return cached
-        positions = np.asarray(self._dataset(split).positions)
-        if len(positions) > 1 and not bool(np.all(positions[1:] > positions[:-1])):  # not written by encode_split
-            texts = self._read(split)
-            chosen = [(texts.src if side == 0 else texts.tgt)[p] for p in positions.tolist()]
-        else:
-            chosen = []
-            for chunk in iter_pair_chunks(*self._files[split]):
-                end = chunk.first + len(chunk.src)
-                lo, hi = np.searchsorted(positions, [chunk.first, end])
-                sentences = chunk.src if side == 0 else chunk.tgt
-                chosen += [sentences[p - chunk.first] for p in positions[lo:hi].tolist()]
+        positions = np.asarray(self.dataset(split).positions)  # increasing (the cache format)
+        chosen = []
+        for chunk in iter_pair_chunks(*self._files[split]):
+            end = chunk.first + len(chunk.src)
+            lo, hi = np.searchsorted(positions, [chunk.first, end])
+            sentences = chunk.src if side == 0 else chunk.tgt
+            chosen += [sentences[p - chunk.first] for p in positions[lo:hi].tolist()]
         if split != self.corpus.train_split:  # evaluation sets are small and asked for every validation
             self._texts[(split, side)] = chosen
         return chosen

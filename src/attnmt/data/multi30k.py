@@ -1,7 +1,7 @@
 """Multi30k task 1 raw files: where they come from, how they are checked, where they are kept.
 
 A file is used only after its sha256 matches the table below (data facts from the dataset's
-public repository). `ensure_file` looks in this order: a verified copy in the cache, a local copy
+public repository). `fetch_file` looks in this order: a verified copy in the cache, a local copy
 (`data.corpus.local_dir` / env ATTNMT_MULTI30K_DIR), a download. New files land in the cache
 through a temporary file and an atomic rename, so a crash or a concurrent process never leaves
 a half-written file under the final name.
@@ -9,7 +9,6 @@ a half-written file under the final name.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -19,7 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from attnmt.data.corpus import Corpus, Pairs, read_pairs
+from attnmt.data.corpus import Corpus
+from attnmt.data.streaming import file_sha256, publish_permissions
 from attnmt.errors import DataError
 
 log = logging.getLogger("attnmt.data")
@@ -75,31 +75,16 @@ def url_for(name: str) -> str:
     return URL_BASE + name  # read at call time so tests can point it elsewhere
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check(path: Path, name: str, where: str, shown: Path | str | None = None) -> None:
     """DataError unless `path` has the published sha256; the message names `shown` (default: path)."""
     expected = CHECKSUMS[name][1]
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != expected:
         place = f"{where} {path if shown is None else shown}".strip()
         raise DataError(
             f"checksum mismatch for {name} ({place}): expected sha256 {expected}, got {actual}; "
             "the file is corrupt or not the Multi30k original"
         )
-
-
-def _umask_mode() -> int:
-    """Permissions open() would give a new file under the process's umask (mkstemp gives 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _install(source: Path, name: str, target: Path, where: str) -> None:
@@ -113,9 +98,9 @@ def _install(source: Path, name: str, target: Path, where: str) -> None:
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
-        if sha256_of(Path(tmp)) != CHECKSUMS[name][1]:  # the copy itself went wrong (disk full, ...)
+        if file_sha256(tmp) != CHECKSUMS[name][1]:  # the copy itself went wrong (disk full, ...)
             raise DataError(f"copying {source} to {target.parent} gave a different file; check free space there and retry")
-        os.chmod(tmp, _umask_mode())
+        publish_permissions(tmp)  # mkstemp made it 0600: the umask decides, as for any new file
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -137,7 +122,7 @@ def _download(name: str, target: Path) -> None:
                 print(f"\rdownloading {name}: {shown}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         _check(Path(tmp), name, f"downloaded from {url}; not kept", shown="")
-        os.chmod(tmp, _umask_mode())
+        publish_permissions(tmp)
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -182,11 +167,6 @@ def fetch_file(split: str, lang: str, cache_dir: str | Path, local_dir: str | Pa
     return target, "downloaded"
 
 
-def ensure_file(split: str, lang: str, cache_dir: str | Path, local_dir: str | Path | None = None) -> Path:
-    """Path of the verified `{split}.{lang}.gz` in `cache_dir` (reused, copied or downloaded)."""
-    return fetch_file(split, lang, cache_dir, local_dir)[0]
-
-
 class Multi30k(Corpus):
     """Multi30k task 1 for one language pair; splits are fetched on first use."""
 
@@ -211,12 +191,9 @@ class Multi30k(Corpus):
     def files(self, split: str) -> tuple[Path, Path]:
         self._check_split(split)
         return (
-            ensure_file(split, self.src_lang, self.cache_dir, self.local_dir),
-            ensure_file(split, self.tgt_lang, self.cache_dir, self.local_dir),
+            fetch_file(split, self.src_lang, self.cache_dir, self.local_dir)[0],
+            fetch_file(split, self.tgt_lang, self.cache_dir, self.local_dir)[0],
         )
-
-    def read(self, split: str) -> Pairs:
-        return read_pairs(*self.files(split))
 
     def __repr__(self) -> str:
         return f"Multi30k({self.src_lang}-{self.tgt_lang}, cache_dir={str(self.cache_dir)!r})"

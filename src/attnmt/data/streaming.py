@@ -1,44 +1,37 @@
-"""Streaming data preparation: corpora read, validated and encoded in chunks, in flat memory.
+"""Streaming reading of parallel text, and the plumbing every shared cache uses.
 
 Nothing here holds a whole corpus. Text files are read in blocks of a few MiB (gzip or plain),
 decoded and split into stripped lines; two aligned files become chunks of sentence pairs
-(`iter_pair_chunks`), with the same checks as ever: line counts must match, text must be UTF-8
+(`iter_pair_chunks`), checked on the way: line counts must match, text must be UTF-8
 (an error names the file and line), pairs with a blank side are dropped and counted.
+token_cache.py encodes those chunks into a split's token-id cache.
 
-`encode_split` turns those chunks into a token-id cache folder (the format of batching.py),
-writing every array incrementally, optionally in `num_proc` worker processes. Chunks have a fixed
-size and are written in input order, so the cache is byte-identical whatever the worker count.
+Caches (tokenizers, token ids, exported text, reference alignments) are shared between processes
+and users: `build_lock` lets one process build an item while the others wait, and
+`publish_permissions` gives a folder renamed into place the modes the umask allows.
 
-This module imports neither torch nor lightning: worker processes start fast.
+This module imports neither torch nor lightning: encoding workers (spawned) start fast.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import logging
-import multiprocessing
 import os
-import shutil
-import tempfile
 import zlib
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-import numpy as np
-
-from attnmt.errors import ConfigError, DataError
+from attnmt.errors import DataError
 
 log = logging.getLogger("attnmt.data")
 
 GZIP_MAGIC = b"\x1f\x8b"
 BLOCK_BYTES = 1 << 22  # read size: 4 MiB of (decompressed) text at a time
 CHUNK_PAIRS = 8192  # pairs per encoding task; fixed, so the output never depends on the worker count
-META_FILE = "meta.json"
 
 
 # --- permissions ------------------------------------------------------------------------------
@@ -195,197 +188,6 @@ def iter_pair_chunks(
         log.info("dropped %d of %d pairs with an empty side (%s, %s)", stats.dropped_empty, stats.total_lines, src_path, tgt_path)
     if not stats.kept:
         raise DataError(f"no usable sentence pairs in {src_path} / {tgt_path}: every pair has an empty side")
-
-
-# --- writing .npy files incrementally ---------------------------------------------------------
-class NpyAppender:
-    """A 1-D .npy file written piece by piece: the header's length is patched in at `close()`.
-
-    The result is an ordinary .npy file (np.load reads it, with or without mmap_mode).
-    """
-
-    def __init__(self, path: Path, dtype: np.dtype) -> None:
-        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
-        self._handle = open(path, "wb")
-        self._header_size = self._write_header(0)
-
-    def _write_header(self, count: int) -> int:
-        self._handle.seek(0)
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (count,)}
-        np.lib.format.write_array_header_1_0(self._handle, header)
-        return self._handle.tell()
-
-    def append(self, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        self._handle.write(values.tobytes())
-        self.count += len(values)
-
-    def close(self) -> None:
-        end = self._handle.tell()
-        if self._write_header(self.count) != self._header_size:  # same padded size for any count < 10**19
-            raise RuntimeError(f"{self.path}: .npy header size changed")
-        self._handle.seek(end)
-        self._handle.close()
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """int16 when every id fits, else int32 (the cache format of batching.py)."""
-    return np.dtype(np.int16 if vocab_size <= np.iinfo(np.int16).max + 1 else np.int32)
-
-
-# --- encoding ---------------------------------------------------------------------------------
-_PROCESSORS: dict[str, object] = {}  # per process: the sentencepiece processors of the current task
-
-
-def _init_encoder(src_model: bytes, tgt_model: bytes | None) -> None:
-    import sentencepiece as spm
-
-    src = spm.SentencePieceProcessor(model_proto=src_model, num_threads=1)
-    _PROCESSORS["src"] = src
-    _PROCESSORS["tgt"] = src if tgt_model is None else spm.SentencePieceProcessor(model_proto=tgt_model, num_threads=1)
-
-
-@dataclass
-class EncodedChunk:
-    src_tokens: np.ndarray
-    src_lengths: np.ndarray  # [n] of the kept pairs
-    tgt_tokens: np.ndarray
-    tgt_lengths: np.ndarray
-    positions: np.ndarray  # [n] int64 positions among the split's usable pairs
-    encoded: int  # pairs encoded (kept + dropped as too long)
-
-
-def _flat(ids: list[list[int]], lengths: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    return np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
-
-
-def encode_chunk(task: tuple[TextChunk, int | None, str]) -> EncodedChunk:
-    """Encode one chunk with the processors set up by `_init_encoder`; drop pairs over `limit`."""
-    chunk, limit, dtype_name = task
-    dtype = np.dtype(dtype_name)
-    src_ids = _PROCESSORS["src"].encode(chunk.src, out_type=int)
-    tgt_ids = _PROCESSORS["tgt"].encode(chunk.tgt, out_type=int)
-    src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
-    tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
-    positions = np.arange(chunk.first, chunk.first + len(src_ids), dtype=np.int64)
-    if limit is not None:
-        keep = (src_len <= limit) & (tgt_len <= limit)
-        if not keep.all():
-            kept = np.flatnonzero(keep).tolist()
-            src_ids, tgt_ids = [src_ids[i] for i in kept], [tgt_ids[i] for i in kept]
-            src_len, tgt_len, positions = src_len[keep], tgt_len[keep], positions[keep]
-    return EncodedChunk(_flat(src_ids, src_len, dtype), src_len, _flat(tgt_ids, tgt_len, dtype), tgt_len,
-                        positions, len(chunk.src))
-
-
-def _worker_encode(task: tuple[TextChunk, int | None, str]) -> EncodedChunk:
-    return encode_chunk(task)
-
-
-@dataclass
-class EncodeResult:
-    size: int  # pairs in the cache
-    dropped_long: int
-    stats: PairStats = field(default_factory=PairStats)
-
-
-def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[EncodedChunk]:
-    """encode_chunk over `tasks`, in order; with num_proc > 1 in that many processes, at most
-    2 * num_proc chunks in flight (so reading never runs ahead of encoding by more)."""
-    first = list(islice(tasks, 2))
-    tasks = chain(first, tasks)
-    if num_proc <= 1 or len(first) < 2:  # a small split: starting processes would cost more than it saves
-        _init_encoder(*initargs)
-        try:
-            for task in tasks:
-                yield encode_chunk(task)
-        finally:
-            _PROCESSORS.clear()
-        return
-    # spawn: a fresh interpreter per worker, safe whatever threads the parent runs (torch, Lightning)
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(num_proc, initializer=_init_encoder, initargs=initargs) as pool:
-        pending: deque = deque()
-        for task in tasks:
-            pending.append(pool.apply_async(_worker_encode, (task,)))
-            if len(pending) >= 2 * num_proc:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def encode_split(
-    chunks: Iterator[TextChunk],
-    folder: str | Path,
-    src_model: bytes,
-    tgt_model: bytes | None,
-    vocab_size: int,
-    max_len_limit: int | None,
-    num_proc: int = 1,
-    meta: dict | None = None,
-    stats: PairStats | None = None,
-    what: str = "split",
-    all_dropped: str = "max_len drops every pair; raise it",
-) -> EncodeResult | None:
-    """Encode text chunks into the token-id cache `folder` (format: batching.py), atomically.
-
-    Arrays are appended chunk by chunk into a temporary folder that is renamed into place.
-    `max_len_limit`: pairs with a side of more ids are dropped (None keeps all); when every pair
-    is dropped, ConfigError(`all_dropped`). Returns None when another process created `folder` first.
-    """
-    folder = Path(folder)
-    if num_proc < 1:
-        raise ConfigError(f"data.num_proc={num_proc}: must be at least 1")
-    dtype = token_dtype(vocab_size)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        writers = {
-            "src_tokens": NpyAppender(tmp / "src_tokens.npy", dtype),
-            "tgt_tokens": NpyAppender(tmp / "tgt_tokens.npy", dtype),
-            "src_offsets": NpyAppender(tmp / "src_offsets.npy", np.int64),
-            "tgt_offsets": NpyAppender(tmp / "tgt_offsets.npy", np.int64),
-            "positions": NpyAppender(tmp / "positions.npy", np.int64),
-        }
-        offsets = {"src": 0, "tgt": 0}
-        writers["src_offsets"].append(np.zeros(1, np.int64))
-        writers["tgt_offsets"].append(np.zeros(1, np.int64))
-        encoded = 0
-        tasks = ((chunk, max_len_limit, dtype.name) for chunk in chunks)
-        for result in _ordered_map(tasks, num_proc, (src_model, tgt_model)):
-            encoded += result.encoded
-            for side, tokens, lengths in (("src", result.src_tokens, result.src_lengths),
-                                          ("tgt", result.tgt_tokens, result.tgt_lengths)):
-                writers[f"{side}_tokens"].append(tokens)
-                ends = offsets[side] + np.cumsum(lengths)
-                writers[f"{side}_offsets"].append(ends)
-                if len(ends):
-                    offsets[side] = int(ends[-1])
-            writers["positions"].append(result.positions)
-        for writer in writers.values():
-            writer.close()
-        size = writers["positions"].count
-        dropped_long = encoded - size
-        if max_len_limit is not None:
-            if size == 0:
-                raise ConfigError(all_dropped)
-            if dropped_long:
-                log.info("%s: dropped %d of %d pairs longer than max_len (%d ids + specials)", what, dropped_long, encoded, max_len_limit)
-        info = {"size": size, **(meta or {})}
-        if stats is not None:
-            info["dropped_empty"] = stats.dropped_empty
-        info["dropped_long"] = dropped_long
-        (tmp / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        publish_permissions(tmp)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if (folder / META_FILE).is_file():
-                return None  # lost a race: the winner's identical copy is in place
-            raise
-        return EncodeResult(size, dropped_long, stats or PairStats())
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- one builder per cache item ---------------------------------------------------------------

@@ -38,8 +38,6 @@ from attnmt.errors import ConfigError, DataError
 log = logging.getLogger("attnmt.data")
 
 META_FILE = "tokenizer.json"
-# Number of sentencepiece trainings in this process: tests read it to prove a cache hit.
-TRAININGS = 0
 SAMPLING_SEED = 0  # sentencepiece's sampling of input_sentence_size sentences: same text, same model
 
 # Training text of one side: sentences, or a function that streams them (called once per use).
@@ -101,7 +99,6 @@ def _stream(text: Text) -> Iterator[str]:
 
 def _train_model(lines: Iterable[str], settings: TokenizerSettings, key: str) -> bytes:
     """Train one sentencepiece model on the sentences `lines` yields; returns the serialized model."""
-    global TRAININGS
     model = io.BytesIO()
     spm.set_random_generator_seed(SAMPLING_SEED)
     try:
@@ -124,7 +121,6 @@ def _train_model(lines: Iterable[str], settings: TokenizerSettings, key: str) ->
         if "Vocabulary size" in str(err):
             raise ConfigError(f"data.tokenizer.vocab_size={settings.vocab_size} ({key}): {err}") from None
         raise
-    TRAININGS += 1
     return model.getvalue()
 
 
@@ -213,9 +209,6 @@ class Tokenizer:
     def decode_tgt(self, sequences: Iterable[Sequence[int]]) -> list[str]:
         """Detokenized text; each sequence is cut at its first EOS, PAD/BOS are skipped."""
         return [self._tgt.decode(_clean(seq)) for seq in sequences]
-
-    def decode_src(self, sequences: Iterable[Sequence[int]]) -> list[str]:
-        return [self._src.decode(_clean(seq)) for seq in sequences]
 
     def src_pieces(self, sentence: str) -> list[str]:
         """Pieces of one source sentence (tick labels), without the EOS the model sees."""

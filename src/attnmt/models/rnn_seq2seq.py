@@ -123,8 +123,13 @@ class RNNSeq2Seq(nn.Module):
         """src [B, S] long, src_mask [B, S] bool -> EncoderOutput (annotations [B, S, M], final states)."""
         return self.encoder(self.dropout(self.src_embed(src)), src_mask)
 
-    def init_state(self, memory: EncoderOutput, src_mask: torch.Tensor) -> DecoderState:
-        return self.decoder.init_state(memory, src_mask)
+    def init_state(self, memory: EncoderOutput, src_mask: torch.Tensor, beams: int = 1) -> DecoderState:
+        """-> state of B * beams hypotheses; each beam gets its own copy of the sentence's memory
+        (copying it per step is a few percent of an RNN's beam search, not worth sharing)."""
+        state = self.decoder.init_state(memory, src_mask)
+        if beams == 1:
+            return state
+        return state.index_select(torch.arange(src_mask.size(0), device=src_mask.device).repeat_interleave(beams))
 
     def forward(
         self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor, need_weights: bool = False
@@ -135,11 +140,13 @@ class RNNSeq2Seq(nn.Module):
         logits = self.output(self.dropout(readouts))  # one matmul for all steps: [B, T, V]
         return logits, weights[:, None, None] if need_weights else None
 
-    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
-        """tokens [B] long -> (log-probs [B, V] float32, new state, attention [B, 1, 1, S])."""
+    def step(
+        self, tokens: torch.Tensor, state: DecoderState, need_weights: bool = True
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """tokens [B] long -> (log-probs [B, V] float32, new state, attention [B, 1, 1, S] or None)."""
         readout, state, weights = self.decoder.step(self.dropout(self.tgt_embed(tokens)), state)
         logprobs = self.output(self.dropout(readout)).float().log_softmax(dim=-1)
-        return logprobs, state, weights[:, None, None]
+        return logprobs, state, weights[:, None, None] if need_weights else None
 
     def reorder_state(self, state: DecoderState, index: torch.Tensor) -> DecoderState:
         """index [B'] long -> state with the selected batch entries."""

@@ -4,8 +4,10 @@ Every model (RNN with Bahdanau or Luong attention, Transformer) implements it, s
 needs a module and a YAML file, nothing else. Shapes: B batch, S source length, T target length,
 V target vocabulary, L attention layers (1 for RNNs), H heads (1 for RNNs).
 
-Cross-attention always comes as one tensor [B, L, H, T, S] (teacher forcing) or [B, L, H, S]
-(one decoding step): rows sum to 1 over real source tokens and are exactly 0 on padding.
+Cross-attention always comes as one tensor [B, L, H, T, S] (teacher forcing) or [N, L, H, S]
+(one decoding step of N hypotheses): rows sum to 1 over real source tokens and are exactly 0 on
+padding. Decoding works on N = B * beams hypotheses (beams = 1: greedy search), which search.py
+may reorder and shrink between steps as beams are chosen and sentences finish.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ class Seq2Seq(Protocol):
         With need_weights=False a model may skip materialising the weights (fast kernels).
         """
 
-    def init_state(self, memory: Any, src_mask: torch.Tensor) -> Any:
-        """Decoder state before the first step (holds whatever the steps need, memory included)."""
+    def init_state(self, memory: Any, src_mask: torch.Tensor, beams: int = 1) -> Any:
+        """Decoder state before the first step, for N = B * beams hypotheses: row r continues
+        sentence r // beams (a model may keep what depends only on the source once per sentence)."""
 
-    def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        """One incremental step: tokens [B] long (previous output, BOS first)
-        -> (log-probabilities [B, V] float32, new state, cross-attention [B, L, H, S])."""
+    def step(self, tokens: torch.Tensor, state: Any, need_weights: bool = True) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """One incremental step: tokens [N] long (previous output, BOS first)
+        -> (log-probabilities [N, V] float32, new state, cross-attention [N, L, H, S] or None).
+
+        need_weights=False returns None and lets the model use kernels that skip the weights."""
 
     def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
-        """Select/reorder the batch entries of a state: index [B'] long -> state with batch B'."""
+        """Select/reorder hypotheses: index [N'] long -> state whose row i continues row index[i].
+
+        With beams = 1 any index. With beams > 1 the rows stay in groups of `beams`, one group per
+        sentence, sentences in their order: an index of N rows moves hypotheses only within their
+        sentence, a shorter one also drops whole sentences (group g then continues sentence
+        index[g * beams] // beams)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -34,15 +34,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TransformerState:
-    """Incremental decoding state: src_mask [B, 1, 1, S] and one LayerCache per decoder layer."""
+    """Incremental decoding state of N = B * beams hypotheses (the beams of a sentence adjacent).
+
+    src_mask [B, 1, 1, S] and the cross K/V of every LayerCache are per sentence. order [N]: the
+    cache row each hypothesis continues, or None when they match; reorder_state only records it
+    and the next step applies it while copying the cache anyway (LayerCache.extend).
+    """
 
     src_mask: torch.Tensor
     cache: list[LayerCache]
+    beams: int
+    order: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
         """Target positions decoded so far (a shape, so no device sync)."""
         return self.cache[0].self_k.size(2)
+
+    @property
+    def hypotheses(self) -> int:
+        return self.cache[0].self_k.size(0) if self.order is None else self.order.size(0)
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -117,17 +128,32 @@ class TransformerSeq2Seq(nn.Module):
         hidden, weights = self.decoder(self._embed(self.tgt_embed, tgt_in), memory, src_mask, need_weights)
         return self.output(hidden), weights
 
-    def init_state(self, memory: torch.Tensor, src_mask: torch.Tensor) -> TransformerState:
-        """memory [B, S, D], src_mask [B, S] -> state with cross-attention K/V computed once."""
-        return TransformerState(src_mask[:, None, None, :], self.decoder.init_cache(memory))
+    def init_state(self, memory: torch.Tensor, src_mask: torch.Tensor, beams: int = 1) -> TransformerState:
+        """memory [B, S, D], src_mask [B, S] -> state of B * beams hypotheses, cross-attention K/V
+        computed once per sentence."""
+        return TransformerState(src_mask[:, None, None, :], self.decoder.start_cache(memory, beams), beams)
 
-    def step(self, tokens: torch.Tensor, state: TransformerState) -> tuple[torch.Tensor, TransformerState, torch.Tensor]:
-        """tokens [B] long -> (log-probs [B, V] float32, new state, attention [B, L, H, S])."""
-        embedded = self._embed(self.tgt_embed, tokens.unsqueeze(1), offset=state.length)  # [B, 1, D]
-        hidden, cache, weights = self.decoder.step(embedded, state.cache, state.src_mask)
+    def step(
+        self, tokens: torch.Tensor, state: TransformerState, need_weights: bool = True
+    ) -> tuple[torch.Tensor, TransformerState, torch.Tensor | None]:
+        """tokens [N] long -> (log-probs [N, V] float32, new state, attention [N, L, H, S] or None).
+
+        need_weights=False lets cross-attention use F.scaled_dot_product_attention."""
+        embedded = self._embed(self.tgt_embed, tokens.unsqueeze(1), offset=state.length)  # [N, 1, D]
+        hidden, cache, weights = self.decoder.step(embedded, state.cache, state.order, state.src_mask, need_weights)
         logprobs = self.output(hidden).float().log_softmax(dim=-1)
-        return logprobs, TransformerState(state.src_mask, cache), weights
+        return logprobs, TransformerState(state.src_mask, cache, state.beams), weights
 
     def reorder_state(self, state: TransformerState, index: torch.Tensor) -> TransformerState:
-        """index [B'] long -> state with the selected batch entries."""
-        return TransformerState(state.src_mask.index_select(0, index), [c.index_select(index) for c in state.cache])
+        """index [N'] long: row i continues hypothesis index[i] (models/seq2seq.py: with beams > 1,
+        an index of N rows stays within each sentence, a shorter one drops whole sentences).
+        Self-attention K/V are not copied here: the next step gathers them (TransformerState.order)."""
+        order = index if state.order is None else state.order.index_select(0, index)
+        if state.beams == 1:
+            sentences = index
+        elif index.size(0) != state.hypotheses:
+            sentences = index.view(-1, state.beams)[:, 0].div(state.beams, rounding_mode="floor")  # [B']
+        else:  # the same sentences: the shared cross K/V and mask stay as they are
+            return replace(state, order=order)
+        cache = [c.select_sentences(sentences) for c in state.cache]
+        return TransformerState(state.src_mask.index_select(0, sentences), cache, state.beams, order)

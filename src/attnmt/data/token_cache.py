@@ -1,0 +1,283 @@
+"""The token-id cache of one split: its format, the one writer (`encode_split`), the reader.
+
+Format (one folder per split): `src_tokens.npy` / `tgt_tokens.npy` hold every sentence's ids back
+to back, without specials (int16 when the vocabulary fits, else int32); `src_offsets.npy` /
+`tgt_offsets.npy` [N + 1] int64 say where sentence i starts and ends; `positions.npy` [N] int64,
+increasing, maps dataset index -> position among the split's usable pairs (those
+`streaming.iter_pair_chunks` yields); `meta.json` holds the size, the drop counts and what the
+caller adds. A folder appears complete or not at all: it is written under a temporary name and
+renamed into place.
+
+`encode_split` encodes text chunks, optionally in `num_proc` worker processes, and appends every
+array chunk by chunk, so memory stays flat whatever the corpus size. Chunks have a fixed size and
+are written in input order, so the cache is byte-identical whatever the worker count.
+`TokenPairDataset` opens every array with mmap: memory stays flat however many DataLoader workers
+read it.
+
+This module imports neither torch nor lightning: encoding workers (spawned) start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from attnmt.data.streaming import PairStats, TextChunk, publish_permissions
+from attnmt.errors import ConfigError
+
+log = logging.getLogger("attnmt.data")
+
+CACHE_FORMAT = "ids-v1"  # part of every cache key: bump it when the layout or the reading rules change
+META_FILE = "meta.json"  # written last: a folder with it is complete
+_ARRAYS = ("src_tokens", "tgt_tokens", "src_offsets", "tgt_offsets", "positions")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """int16 when every id fits, else int32."""
+    return np.dtype(np.int16 if vocab_size <= np.iinfo(np.int16).max + 1 else np.int32)
+
+
+# --- writing .npy files incrementally ---------------------------------------------------------
+class NpyAppender:
+    """A 1-D .npy file written piece by piece: the header's length is patched in at `close()`.
+
+    The result is an ordinary .npy file (np.load reads it, with or without mmap_mode).
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype) -> None:
+        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
+        self._handle = open(path, "wb")
+        self._header_size = self._write_header(0)
+
+    def _write_header(self, count: int) -> int:
+        self._handle.seek(0)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (count,)}
+        np.lib.format.write_array_header_1_0(self._handle, header)
+        return self._handle.tell()
+
+    def append(self, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        self._handle.write(values.tobytes())
+        self.count += len(values)
+
+    def close(self) -> None:
+        end = self._handle.tell()
+        if self._write_header(self.count) != self._header_size:  # same padded size for any count < 10**19
+            raise RuntimeError(f"{self.path}: .npy header size changed")
+        self._handle.seek(end)
+        self._handle.close()
+
+
+# --- encoding ---------------------------------------------------------------------------------
+_PROCESSORS: dict[str, object] = {}  # per process: the sentencepiece processors of the current task
+
+
+def _init_encoder(src_model: bytes, tgt_model: bytes | None) -> None:
+    import sentencepiece as spm
+
+    src = spm.SentencePieceProcessor(model_proto=src_model, num_threads=1)
+    _PROCESSORS["src"] = src
+    _PROCESSORS["tgt"] = src if tgt_model is None else spm.SentencePieceProcessor(model_proto=tgt_model, num_threads=1)
+
+
+@dataclass
+class EncodedChunk:
+    src_tokens: np.ndarray
+    src_lengths: np.ndarray  # [n] of the kept pairs
+    tgt_tokens: np.ndarray
+    tgt_lengths: np.ndarray
+    positions: np.ndarray  # [n] int64 positions among the split's usable pairs
+    encoded: int  # pairs encoded (kept + dropped as too long)
+
+
+def _flat(ids: list[list[int]], lengths: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
+
+
+def encode_chunk(task: tuple[TextChunk, int | None, str]) -> EncodedChunk:
+    """Encode one chunk with the processors set up by `_init_encoder`; drop pairs over `limit`."""
+    chunk, limit, dtype_name = task
+    dtype = np.dtype(dtype_name)
+    src_ids = _PROCESSORS["src"].encode(chunk.src, out_type=int)
+    tgt_ids = _PROCESSORS["tgt"].encode(chunk.tgt, out_type=int)
+    src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
+    tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
+    positions = np.arange(chunk.first, chunk.first + len(src_ids), dtype=np.int64)
+    if limit is not None:
+        keep = (src_len <= limit) & (tgt_len <= limit)
+        if not keep.all():
+            kept = np.flatnonzero(keep).tolist()
+            src_ids, tgt_ids = [src_ids[i] for i in kept], [tgt_ids[i] for i in kept]
+            src_len, tgt_len, positions = src_len[keep], tgt_len[keep], positions[keep]
+    return EncodedChunk(_flat(src_ids, src_len, dtype), src_len, _flat(tgt_ids, tgt_len, dtype), tgt_len,
+                        positions, len(chunk.src))
+
+
+@dataclass
+class EncodeResult:
+    size: int  # pairs in the cache
+    dropped_long: int
+
+
+def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[EncodedChunk]:
+    """encode_chunk over `tasks`, in order; with num_proc > 1 in that many processes, at most
+    2 * num_proc chunks in flight (so reading never runs ahead of encoding by more)."""
+    first = list(islice(tasks, 2))
+    tasks = chain(first, tasks)
+    if num_proc <= 1 or len(first) < 2:  # a small split: starting processes would cost more than it saves
+        _init_encoder(*initargs)
+        try:
+            for task in tasks:
+                yield encode_chunk(task)
+        finally:
+            _PROCESSORS.clear()
+        return
+    # spawn: a fresh interpreter per worker, safe whatever threads the parent runs (torch, Lightning)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(num_proc, initializer=_init_encoder, initargs=initargs) as pool:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(encode_chunk, (task,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def encode_split(
+    chunks: Iterator[TextChunk],
+    folder: str | Path,
+    src_model: bytes,
+    tgt_model: bytes | None,
+    vocab_size: int,
+    max_len_limit: int | None,
+    num_proc: int = 1,
+    meta: dict | None = None,
+    stats: PairStats | None = None,
+    what: str = "split",
+    all_dropped: str = "max_len drops every pair; raise it",
+) -> EncodeResult | None:
+    """Encode text chunks into the cache folder `folder`, atomically.
+
+    Arrays are appended chunk by chunk into a temporary folder that is renamed into place.
+    `max_len_limit`: pairs with a side of more ids are dropped (None keeps all); when every pair
+    is dropped, ConfigError(`all_dropped`). `stats` (filled by the reader of `chunks`) adds the
+    count of pairs dropped as empty to meta.json. Returns None when another process created
+    `folder` first (its copy is kept).
+    """
+    folder = Path(folder)
+    if num_proc < 1:
+        raise ConfigError(f"data.num_proc={num_proc}: must be at least 1")
+    dtype = token_dtype(vocab_size)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        writers = {name: NpyAppender(tmp / f"{name}.npy", dtype if name.endswith("_tokens") else np.int64)
+                   for name in _ARRAYS}
+        offsets = {"src": 0, "tgt": 0}
+        writers["src_offsets"].append(np.zeros(1, np.int64))
+        writers["tgt_offsets"].append(np.zeros(1, np.int64))
+        encoded = 0
+        tasks = ((chunk, max_len_limit, dtype.name) for chunk in chunks)
+        for result in _ordered_map(tasks, num_proc, (src_model, tgt_model)):
+            encoded += result.encoded
+            for side, tokens, lengths in (("src", result.src_tokens, result.src_lengths),
+                                          ("tgt", result.tgt_tokens, result.tgt_lengths)):
+                writers[f"{side}_tokens"].append(tokens)
+                ends = offsets[side] + np.cumsum(lengths)
+                writers[f"{side}_offsets"].append(ends)
+                if len(ends):
+                    offsets[side] = int(ends[-1])
+            writers["positions"].append(result.positions)
+        for writer in writers.values():
+            writer.close()
+        size = writers["positions"].count
+        dropped_long = encoded - size
+        if max_len_limit is not None:
+            if size == 0:
+                raise ConfigError(all_dropped)
+            if dropped_long:
+                log.info("%s: dropped %d of %d pairs longer than max_len (%d ids + specials)", what, dropped_long, encoded, max_len_limit)
+        info = {"size": size, **(meta or {})}
+        if stats is not None:
+            info["dropped_empty"] = stats.dropped_empty
+        info["dropped_long"] = dropped_long
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        publish_permissions(tmp)  # mkdtemp made it 0700: the cache is shared as the umask allows
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if (folder / META_FILE).is_file():
+                return None  # lost a race: the winner's identical copy is in place
+            raise
+        return EncodeResult(size, dropped_long)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- reading ----------------------------------------------------------------------------------
+class TokenPairDataset:
+    """Sentence pairs of one split from a cache folder, a map-style dataset for a DataLoader.
+
+    item i -> (i, src ids [n] int64 numpy, tgt ids [m] int64 numpy), without specials.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / META_FILE).read_text())
+        self._open_index()
+        self._tokens: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _open_index(self) -> None:
+        # memory-mapped too (8 bytes per sentence each): pages shared by every process and
+        # DataLoader worker that reads the split, never copied into each one's heap
+        self.src_offsets = np.load(self.folder / "src_offsets.npy", mmap_mode="r")
+        self.tgt_offsets = np.load(self.folder / "tgt_offsets.npy", mmap_mode="r")
+        self.positions = np.load(self.folder / "positions.npy", mmap_mode="r")
+
+    @property
+    def src_lengths(self) -> np.ndarray:
+        """[N] int64 source ids per sentence (no specials)."""
+        return np.diff(self.src_offsets)
+
+    @property
+    def tgt_lengths(self) -> np.ndarray:
+        return np.diff(self.tgt_offsets)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tokens is None:  # opened lazily, once per process (DataLoader workers included)
+            self._tokens = (
+                np.load(self.folder / "src_tokens.npy", mmap_mode="r"),
+                np.load(self.folder / "tgt_tokens.npy", mmap_mode="r"),
+            )
+        return self._tokens
+
+    def __getstate__(self) -> dict:
+        # pickling a memmap would copy the whole array into the worker: each process reopens them
+        skip = ("_tokens", "src_offsets", "tgt_offsets", "positions")
+        return {key: value for key, value in self.__dict__.items() if key not in skip}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._tokens = None
+        self._open_index()
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
+        src_tokens, tgt_tokens = self._arrays()
+        src = src_tokens[int(self.src_offsets[index]) : int(self.src_offsets[index + 1])].astype(np.int64)
+        tgt = tgt_tokens[int(self.tgt_offsets[index]) : int(self.tgt_offsets[index + 1])].astype(np.int64)
+        return int(index), src, tgt
