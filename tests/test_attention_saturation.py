@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -43,6 +44,7 @@ def attention_statistics_after_training(datamodule, scale_scores: bool) -> tuple
     return entropy, weights.amax(-1).mean().item()
 
 
+@pytest.mark.slow
 def test_scaled_scores_do_not_saturate_where_unscaled_ones_do(multi30k_datamodule) -> None:
     unscaled_entropy, unscaled_max = attention_statistics_after_training(multi30k_datamodule, scale_scores=False)
     scaled_entropy, scaled_max = attention_statistics_after_training(multi30k_datamodule, scale_scores=True)

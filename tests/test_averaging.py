@@ -39,6 +39,7 @@ def trained_run(tiny_parallel_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_the_last_step_checkpoints_are_kept_and_averaged(trained_run: Path) -> None:
     kept = step_checkpoints(trained_run / "checkpoints")
     assert [p.name for p in kept] == ["step3.ckpt", "step4.ckpt", "step5.ckpt"]
@@ -63,6 +64,7 @@ def test_averaged_checkpoint_translates(trained_run: Path) -> None:
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_script_averages_the_last_n_of_a_run(trained_run: Path, tmp_path: Path) -> None:
     output = tmp_path / "last2.ckpt"
     result = subprocess.run(
@@ -77,6 +79,7 @@ def test_script_averages_the_last_n_of_a_run(trained_run: Path, tmp_path: Path) 
     torch.testing.assert_close(written[key], (two[0][key] + two[1][key]) / 2)
 
 
+@pytest.mark.slow
 def test_script_reports_a_run_without_step_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "average_checkpoints.py"), str(tmp_path)],

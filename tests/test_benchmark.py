@@ -51,6 +51,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_every_family_and_mode_is_measured(report):
     train = _runs(report, "train")
     assert set(train) == {(f, m) for f in FAMILIES for m in ("model", "lightning")}
@@ -102,6 +103,7 @@ def test_table_lists_every_measurement(report):
             assert any(line.split()[:3] == [family, "cpu", mode] for line in lines), (family, mode)
 
 
+@pytest.mark.slow
 def test_repeats_report_the_median_run_of_interleaved_measurements(bench_dirs):
     report = run(tiny_settings(*bench_dirs, families=("luong",), repeats=3, decode_sentences=0))
     train = _runs(report, "train")

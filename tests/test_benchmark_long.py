@@ -13,6 +13,7 @@ from attnmt.benchmark_long import format_table, run
 from test_train import REPO
 
 
+@pytest.mark.slow
 def test_every_length_and_window_is_measured() -> None:
     report = run([16, 64], [4], batch=1, device_name="cpu", repeats=1)
     runs = {(r["length"], r["window"]): r for r in report["runs"]}
@@ -34,6 +35,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_script_writes_json(tmp_path, capsys) -> None:
     out = tmp_path / "long.json"
     assert load_script().main(["--lengths", "8,24", "--windows", "2", "--repeats", "1", "--output", str(out)]) == 0

@@ -41,6 +41,7 @@ def sweep(tiny_parallel_dir, tmp_path_factory) -> Path:
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_compare_reports_every_variant_with_intervals_and_lists_the_broken_run(sweep):
     assert len(job_folders(sweep)) == len(VARIANTS) * len(SEEDS) + 1
     result = compare(sweep, split="test")
@@ -75,6 +76,7 @@ def test_compare_reports_every_variant_with_intervals_and_lists_the_broken_run(s
         assert height > 100 and width > 100
 
 
+@pytest.mark.slow
 def test_compare_cli_prints_the_table_and_logs_images(sweep, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -88,6 +90,7 @@ def test_compare_cli_prints_the_table_and_logs_images(sweep, tmp_path):
     assert {"comparison/val_bleu_vs_time", "comparison/probe_attention"} <= set(accumulator.Tags()["images"])
 
 
+@pytest.mark.slow
 def test_compare_refuses_a_folder_without_runs(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "compare.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
@@ -131,6 +134,7 @@ def test_aer_columns_name_the_best_map_and_the_plot_has_a_panel_per_variant(tmp_
     assert alignment_figure([]) is None
 
 
+@pytest.mark.slow
 def test_compare_with_alignment_evaluates_the_runs_and_fills_the_columns(sweep, tmp_path):
     import json
 

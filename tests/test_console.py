@@ -25,6 +25,7 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("console_cache")
 
 
+@pytest.mark.slow
 def test_one_line_per_validation_and_a_final_summary(tiny_parallel_dir, cache_dir, tmp_path, caplog, capsys):
     overrides = tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "luong") + [
         "debug=limit", "callbacks.progress_bar.refresh_rate=1000", "callbacks.progress_bar.refresh_seconds=0"]

@@ -48,6 +48,7 @@ def run_probe() -> dict:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+@pytest.mark.slow
 def test_freed_memory_stays_in_the_process_only_after_the_call():
     probe = run_probe()
     if not probe["applied"]:

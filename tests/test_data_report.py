@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import TINY_SIZES
 from test_train import REPO, tiny_overrides
 
 
+@pytest.mark.slow
 def test_data_report_prints_figures_and_reuses_caches(tiny_parallel_dir, tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
     from data_report import report

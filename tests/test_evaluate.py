@@ -110,6 +110,7 @@ def sacrebleu_cli(ref: Path, hyp: Path) -> list[float]:
     return [float(value) for value in json.loads(done.stdout)]
 
 
+@pytest.mark.slow
 def test_scores_equal_the_sacrebleu_command_line(evaluated, tiny_parallel_dir) -> None:
     run, done = evaluated
     metrics = read_metrics(run)
@@ -242,6 +243,7 @@ def test_outputs_follow_the_umask(runs, tiny_parallel_dir, tmp_path, umask, fold
         assert stat.S_IMODE(path.stat().st_mode) == (folder_mode if path.is_dir() else file_mode), path
 
 
+@pytest.mark.slow
 def test_metrics_merge_compare_and_rerun_replaces_events(evaluated, tmp_path, capsys) -> None:
     run = tmp_path / "run"  # a copy: the shared run keeps the CLI's outputs for the other tests
     shutil.copytree(evaluated[0], run)
@@ -267,6 +269,7 @@ def test_metrics_merge_compare_and_rerun_replaces_events(evaluated, tmp_path, ca
     assert "p = " in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_unknown_split_exits_2_with_one_line(runs, tmp_path) -> None:
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), str(runs["bahdanau"]), "--split", "nope"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -308,6 +311,7 @@ def test_checkpoint_resolution(runs, tmp_path) -> None:
         evaluate(bare)  # no run config: only --src/--ref can say what to decode
 
 
+@pytest.mark.slow
 def test_alignment_scores_every_layer_and_head_and_gold_files(runs, tmp_path, capsys) -> None:
     """--alignment on the tiny transformer (2 layers x 2 heads): cached reference alignments, AER per
     layer/head teacher-forced and on the output, metrics.json, TensorBoard, outlined maps; then a
@@ -396,6 +400,7 @@ def test_alignment_scores_every_layer_and_head_and_gold_files(runs, tmp_path, ca
 
 
 @pytest.mark.parametrize("model", ["bahdanau", "transformer"])
+@pytest.mark.slow
 def test_output_alignment_of_a_system_that_outputs_the_references(runs, tmp_path, monkeypatch, model) -> None:
     """The output path with a 'decoder' that returns the reference translations (with the attention
     the model gives them under teacher forcing): aligning (source, output) with the stored aligner

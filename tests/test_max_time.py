@@ -22,6 +22,7 @@ class SlowValidation(L.Callback):
         time.sleep(2.0)
 
 
+@pytest.mark.slow
 def test_final_validation_ends_inside_max_time(tiny_parallel_dir, tmp_path_factory, tmp_path, caplog):
     budget = 20.0  # seconds: several validations fit, also on a loaded machine
     overrides = tiny_overrides(tiny_parallel_dir, tmp_path_factory.mktemp("max_time_cache"), tmp_path, "luong") + [

@@ -71,6 +71,7 @@ def test_preset_trains_a_few_steps_on_tiny_data(name: str, tiny_parallel_dir: Pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER))
+@pytest.mark.slow
 def test_preset_builds_and_steps_at_full_width(name: str) -> None:
     """The paper's widths with a 64-piece vocabulary: one optimiser step on two short sentences."""
     torch.manual_seed(0)

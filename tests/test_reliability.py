@@ -47,6 +47,7 @@ def _wait_for_checkpoint(path: Path, process: subprocess.Popen, min_step: int, t
     raise TimeoutError(f"no checkpoint at step >= {min_step} in {timeout} s")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tiny_parallel_dir, cache_dir, tmp_path):
     total = 14
     overrides = tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "transformer") + LONG_RUN + [
@@ -75,6 +76,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tiny_
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_written_at_an_epochs_last_batch(tiny_parallel_dir, cache_dir, tmp_path):
     """A step checkpoint after the last batch of an epoch: the resumed run starts the next epoch
     (next shuffle, batch 0) and ends with the uninterrupted run's weights."""
@@ -105,6 +107,7 @@ def test_resume_from_a_checkpoint_written_at_an_epochs_last_batch(tiny_parallel_
 
 
 @pytest.mark.parametrize("signum, says", [(signal.SIGTERM, "SIGTERM: saved"), (signal.SIGINT, "interrupt: saved")])
+@pytest.mark.slow
 def test_sigterm_and_sigint_save_last_checkpoint_at_once_without_validating(signum, says, tiny_parallel_dir, cache_dir, tmp_path):
     """The signal's step finishes, last.ckpt is written right away (no validation first, although
     stopping would normally trigger one), the process exits 0; the time from signal to file is short."""
@@ -174,6 +177,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_parallel_dir, cach
         assert torch.equal(value, before[name]), name
 
 
+@pytest.mark.slow
 def test_mismatched_line_counts_give_one_clear_line_and_exit_code_2(tiny_parallel_dir, cache_dir, tmp_path):
     (tmp_path / "bad.en").write_text("one\ntwo\nthree\n", encoding="utf-8")
     (tmp_path / "bad.fr").write_text("un\ndeux\n", encoding="utf-8")
@@ -185,6 +189,7 @@ def test_mismatched_line_counts_give_one_clear_line_and_exit_code_2(tiny_paralle
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_unknown_model_lists_the_choices(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "model=bahdanoo"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
@@ -193,6 +198,7 @@ def test_unknown_model_lists_the_choices(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_required_value_left_unset_names_its_key(tmp_path):
     """data=parallel_text has `???` for its file prefixes: one error line naming the key, no traceback."""
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "data=parallel_text", f"hydra.run.dir={tmp_path / 'run'}"],

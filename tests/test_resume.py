@@ -35,6 +35,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_sigkilled_bahdanau_run_resumes_with_only_ckpt_path(tiny_parallel_dir, cache_dir, tmp_path):
     """Bahdanau (not the default model) with size overrides, killed mid-epoch with SIGKILL, resumed
     with nothing but ckpt_path=: same run folder, same final weights as a run never interrupted."""
@@ -124,6 +125,7 @@ def test_a_checkpoint_outside_a_run_folder_without_config_is_refused(tmp_path):
         check_resume_override("data.max_tokens", bare)
 
 
+@pytest.mark.slow
 def test_throughput_after_a_resume_counts_only_the_resumed_steps(tiny_parallel_dir, cache_dir, tmp_path):
     """ms/step and tokens/s logged after a resume describe the resumed steps: not the time since some
     earlier clock start (the machine's uptime, before), nor the restart itself."""

@@ -64,6 +64,7 @@ def test_new_checkpoints_hold_only_plain_data(trained) -> None:
 
 
 @pytest.mark.parametrize("tool", ["translate", "evaluate", "resume"])
+@pytest.mark.slow
 def test_a_crafted_checkpoint_is_refused_and_its_code_does_not_run(tool, crafted, tiny_parallel_dir, tmp_path) -> None:
     path, marker = crafted
     command = {

@@ -68,6 +68,7 @@ def server(tmp_path_factory, tiny_parallel_dir):
         log.close()
 
 
+@pytest.mark.slow
 def test_scalar_tags_are_served(server) -> None:
     base, _ = server
     tags = json.loads(get(base, "/data/plugin/scalars/tags"))

@@ -76,6 +76,7 @@ def test_every_experiment_composes_and_runs(experiment, tiny_parallel_dir, cache
     assert metrics["global_step"] == 1
 
 
+@pytest.mark.slow
 def test_training_logs_scalars_and_attention_images_to_tensorboard(tiny_parallel_dir, cache_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -122,6 +123,7 @@ def test_training_logs_scalars_and_attention_images_to_tensorboard(tiny_parallel
     assert summary["metrics"]["global_step"] == 10
 
 
+@pytest.mark.slow
 def test_fast_dev_run_writes_nothing(tiny_parallel_dir, cache_dir, tmp_path):
     """`python train.py debug=fast_dev_run`: no run folder, no checkpoint, no log file, anywhere."""
     work = tmp_path / "work"
@@ -146,6 +148,7 @@ def test_overfit_checkpoint_is_where_evaluate_looks(tiny_parallel_dir, cache_dir
     assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_losses(tiny_parallel_dir, cache_dir, tmp_path):
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
@@ -160,6 +163,7 @@ def test_same_seed_gives_same_losses(tiny_parallel_dir, cache_dir, tmp_path):
     assert runs["a"] != runs["c"]
 
 
+@pytest.mark.slow
 def test_overfitting_one_batch_reaches_near_zero_loss(tiny_parallel_dir, cache_dir, tmp_path):
     cfg = compose(
         tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, "transformer")
@@ -175,6 +179,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("stop", ["mid_epoch", "epoch_end"])
+@pytest.mark.slow
 def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(stop, tiny_parallel_dir, cache_dir, tmp_path):
     """Weights after resuming equal an uninterrupted run's: optimizer, schedule, data order and RNG restored.
 
@@ -215,6 +220,7 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(stop, tiny_par
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_validates_on_both_ranks(tiny_parallel_dir, cache_dir, tmp_path):
     """`python train.py trainer=ddp trainer.accelerator=cpu trainer.devices=2` as a user runs it."""
     run_dir = tmp_path / "ddp"

@@ -29,6 +29,7 @@ def loaded(runs):
     return {name: load_model(resolve_checkpoint(run), CPU)[:2] for name, run in runs.items()}
 
 
+@pytest.mark.slow
 def test_stdin_round_trip_matches_evaluate(tmp_path_factory, tiny_parallel_dir, tmp_path) -> None:
     run, _ = evaluated_run(tmp_path_factory, tiny_parallel_dir)
     sources = (tiny_parallel_dir / "test.en").read_text(encoding="utf-8").split("\n")[:-1]

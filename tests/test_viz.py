@@ -100,6 +100,7 @@ def test_colour_scale_fixed_or_per_map_maximum() -> None:
         attention_figure(diffuse, list("abcde"), list("wxyz"), scale="log")
 
 
+@pytest.mark.slow
 def test_titles_name_variant_step_layer_and_show_the_translation(tmp_path: Path) -> None:
     src, tgt = ["\u2581a", "\u2581b", "</s>"], ["\u2581x", "</s>"]
     writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
