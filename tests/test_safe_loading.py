@@ -48,8 +48,13 @@ def crafted(tmp_path) -> tuple[Path, Path]:
     """(a checkpoint-looking file whose unpickling would create marker, marker)."""
     marker = tmp_path / "code_ran"
     path = tmp_path / "shared.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"payload": RunsShellCommand(marker)}}, path)
-    torch.load(path, weights_only=False)  # the payload is live: a plain load runs it
+    payload = RunsShellCommand(marker)
+    torch.save({"state_dict": {}, "hyper_parameters": {"payload": payload}}, path)
+    # the payload is live, shown without unpickling it: the file asks for the shell call, and that call
+    # is what creates the marker
+    assert any(name.endswith(".system") for name in get_unsafe_globals_in_checkpoint(path))
+    function, arguments = payload.__reduce__()
+    function(*arguments)
     assert marker.exists()
     marker.unlink()
     return path, marker
