@@ -25,20 +25,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.serialization import safe_globals
 
 from attnmt.errors import CheckpointError
+from attnmt.permissions import publish_permissions
 
 TOKENIZER_KEY = "attnmt_tokenizer"
 CONFIG_KEY = "attnmt_config"  # the run's composed config (resolved): what ckpt_path= resumes with
-
-
-def umask_mode(mode: int = 0o666) -> int:
-    """The permissions a plain open() would give a new file under the process's umask.
-
-    mkstemp creates files 0600 whatever the umask; on a shared cluster that hides checkpoints and
-    data copies from the rest of the group, so files written through a temporary get these instead.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -54,7 +44,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, umask_mode())
+            publish_permissions(tmp)  # mkstemp made it 0600
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -46,9 +46,9 @@ from typing import Any
 
 import torch
 
-from attnmt.checkpoint import umask_mode
 from attnmt.data.corpus import read_lines
 from attnmt.errors import ConfigError, DataError, UserError
+from attnmt.permissions import publish_permissions
 from attnmt.metrics import ATTENTION_STATS_TAG, attention_statistics, corpus_scores, flatten_statistics, paired_significance
 from attnmt.inference import DecodeSettings, Translation, load_model, pick_device, resolve_checkpoint, translate_lines
 
@@ -169,7 +169,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(clean(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
-    os.chmod(tmp, umask_mode())  # mkstemp gives 0600: metrics.json gets what the umask gives any new file
+    publish_permissions(tmp)  # mkstemp gives 0600: metrics.json gets what the umask gives any new file
     os.replace(tmp, path)
 
 

@@ -38,7 +38,7 @@ from attnmt.alignment.aligner import AlignerSettings, StatisticalAligner
 from attnmt.alignment.links import Link, Reference, alignment_scores, read_pharaoh, write_pharaoh
 from attnmt.alignment.symmetrize import symmetrize
 from attnmt.alignment.words import tokenize
-from attnmt.data.streaming import publish_permissions
+from attnmt.permissions import publish_permissions
 from attnmt.errors import ConfigError
 
 log = logging.getLogger("attnmt.alignment")

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader
 
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.data.corpus import Corpus
-from attnmt.data.streaming import PairStats, build_lock, file_sha256, iter_pair_chunks, publish_permissions
+from attnmt.data.streaming import PairStats, build_lock, file_sha256, iter_pair_chunks
+from attnmt.permissions import publish_permissions
 from attnmt.data.token_cache import CACHE_FORMAT, META_FILE, TokenPairDataset, encode_split
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
 from attnmt.errors import ConfigError, DataError

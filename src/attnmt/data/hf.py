@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from attnmt.data.corpus import Corpus
-from attnmt.data.streaming import build_lock, publish_permissions
+from attnmt.data.streaming import build_lock
+from attnmt.permissions import publish_permissions
 from attnmt.errors import ConfigError, DataError
 
 log = logging.getLogger("attnmt.data")

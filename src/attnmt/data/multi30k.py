@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from attnmt.data.corpus import Corpus
-from attnmt.data.streaming import file_sha256, publish_permissions
+from attnmt.data.streaming import file_sha256
+from attnmt.permissions import publish_permissions
 from attnmt.errors import DataError
 
 log = logging.getLogger("attnmt.data")

@@ -7,8 +7,8 @@ decoded and split into stripped lines; two aligned files become chunks of senten
 token_cache.py encodes those chunks into a split's token-id cache.
 
 Caches (tokenizers, token ids, exported text, reference alignments) are shared between processes
-and users: `build_lock` lets one process build an item while the others wait, and
-`publish_permissions` gives a folder renamed into place the modes the umask allows.
+and users: `build_lock` lets one process build an item while the others wait (their modes:
+attnmt.permissions).
 
 This module imports neither torch nor lightning: encoding workers (spawned) start fast.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
 import zlib
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -32,26 +31,6 @@ log = logging.getLogger("attnmt.data")
 GZIP_MAGIC = b"\x1f\x8b"
 BLOCK_BYTES = 1 << 22  # read size: 4 MiB of (decompressed) text at a time
 CHUNK_PAIRS = 8192  # pairs per encoding task; fixed, so the output never depends on the worker count
-
-
-# --- permissions ------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish_permissions(path: str | Path) -> None:
-    """Give a folder made by tempfile.mkdtemp (0700) and its files the modes the user's umask allows.
-
-    Caches are renamed from temporary folders into place; without this they would stay private
-    to the user who built them, whatever the umask says.
-    """
-    path = Path(path)
-    mask = _umask()
-    for child in path.rglob("*") if path.is_dir() else ():
-        child.chmod((0o777 if child.is_dir() else 0o666) & ~mask)
-    path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from typing import Iterator
 
 import numpy as np
 
-from attnmt.data.streaming import PairStats, TextChunk, publish_permissions
+from attnmt.data.streaming import PairStats, TextChunk
+from attnmt.permissions import publish_permissions
 from attnmt.errors import ConfigError
 
 log = logging.getLogger("attnmt.data")

@@ -31,7 +31,8 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import sentencepiece as spm
 
-from attnmt.data.streaming import build_lock, publish_permissions
+from attnmt.data.streaming import build_lock
+from attnmt.permissions import publish_permissions
 from attnmt.data.vocab import BOS_ID, BOS_PIECE, EOS_ID, EOS_PIECE, PAD_ID, PAD_PIECE, UNK_ID, UNK_PIECE
 from attnmt.errors import ConfigError, DataError
 
