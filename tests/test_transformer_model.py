@@ -38,10 +38,12 @@ def test_decoder_is_causal() -> None:
 def test_cross_keys_are_shared_by_beams_and_reordering_copies_nothing() -> None:
     model = tiny().eval()
     src = torch.tensor([[5, 6, 7, EOS_ID], [4, EOS_ID, 0, 0]])
-    state = model.init_state(model.encode(src, padding_mask(src)), padding_mask(src), beams=3)
+    state = model.init_state(model.encode(src, padding_mask(src)), padding_mask(src))
+    _, state, _ = model.step(torch.full((2,), BOS_ID), state)  # one hypothesis per sentence first
+    state = model.reorder_state(state, torch.tensor([0, 0, 0, 1, 1, 1]), beams=3)  # then 3 each
     cross_k = [c.cross_k for c in state.cache]
     assert cross_k[0].shape == (2, 4, 4, 4)  # [B, H, S, d]: once per sentence, not per beam
-    for t in range(3):
+    for t in range(1, 4):
         _, state, attention = model.step(torch.full((6,), BOS_ID), state)
         assert state.length == t + 1
         assert all(c.self_k.shape == (6, 4, t + 1, 4) and c.self_k.is_contiguous() for c in state.cache)
@@ -53,16 +55,20 @@ def test_cross_keys_are_shared_by_beams_and_reordering_copies_nothing() -> None:
 
 
 def _decode_with_reorders(model: TransformerSeq2Seq, src: torch.Tensor, need_weights: bool, steps: int, beams: int):
-    """Step B * beams hypotheses with random tokens, reordering them within their sentence every
-    step (twice before step 2) and dropping sentence 1 half-way -> per step (log-probs [N, V],
-    attention, sentence [N], prefix [N, t+1] fed so far)."""
+    """Step one hypothesis per sentence, fan out to B * beams, then step them with random tokens,
+    reordering them within their sentence every step (twice before step 2) and dropping sentence 1
+    half-way -> per step (log-probs [N, V], attention, sentence [N], prefix [N, t+1] fed so far)."""
     generator = torch.Generator().manual_seed(3)
     src_mask = padding_mask(src)
-    state = model.init_state(model.encode(src, src_mask), src_mask, beams=beams)
-    sentence = torch.arange(src.size(0)).repeat_interleave(beams)  # [N]
+    state = model.init_state(model.encode(src, src_mask), src_mask)
+    sentence = torch.arange(src.size(0))  # [N]: one hypothesis per sentence at the first step
     prefix = torch.full((sentence.size(0), 1), BOS_ID)  # [N, 1]
-    seen = []
-    for t in range(steps):
+    logprobs, state, attention = model.step(prefix[:, -1], state, need_weights=need_weights)
+    seen = [(logprobs, attention, sentence, prefix)]
+    fan_out = sentence.repeat_interleave(beams)  # [N * beams]
+    state, sentence, prefix = model.reorder_state(state, fan_out, beams=beams), sentence[fan_out], prefix[fan_out]
+    prefix = torch.cat([prefix, torch.randint(4, VOCAB, (sentence.size(0), 1), generator=generator)], dim=1)
+    for t in range(1, steps):
         logprobs, state, attention = model.step(prefix[:, -1], state, need_weights=need_weights)
         seen.append((logprobs, attention, sentence, prefix))
         for again in range(2 if t == 1 else 1):

@@ -24,6 +24,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn import functional as F
 
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from attnmt.models.seq2seq import Seq2Seq
@@ -161,6 +162,7 @@ def _greedy_outputs(
     stacked = torch.zeros(batch_size, len(history), *history[0][2].shape[1:]) if need_attention else None
     step = 0
     # consecutive steps share one `rows` tensor until the batch shrinks: one copy per such run
+    # (history holds every `rows` tensor, so no id is reused)
     for _, run in itertools.groupby(history, key=lambda entry: id(entry[0])):
         run = list(run)
         rows, span = run[0][0].cpu(), slice(step, step + len(run))
@@ -233,21 +235,21 @@ def beam_search(
     scores at least as well as its best open beam at the open beam's current length (exact for
     alpha = 0, since log-probabilities only fall; the usual approximation otherwise), or at its
     maximum length, where the open beams compete as unfinished hypotheses. Stopped sentences leave
-    the batch every `check_every` steps (default: _check_interval). beam_size = 1 gives exactly
-    `greedy`'s outputs and log-probabilities.
+    the batch every `check_every` steps (default: _check_interval). The first step runs one
+    hypothesis per sentence (K copies of BOS would give K equal rows) and fans out to K beams.
+    beam_size = 1 gives exactly `greedy`'s outputs and log-probabilities.
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
     batch_size, beams, device = src.size(0), beam_size, src.device
     check_every = _check_interval(check_every, device)
     limits = max_lengths(src_mask, max_len_a, max_len_b)  # [B]
-    state = model.init_state(model.encode(src, src_mask), src_mask, beams=beams)
+    state = model.init_state(model.encode(src, src_mask), src_mask)
 
-    rows = torch.arange(batch_size, device=device)  # [A] the sentence each group of K beams decodes
-    # Only beam 0 is alive at the start, so the first step does not propose K copies of one id.
-    beam_logprob = torch.full((batch_size, beams), float("-inf"), device=device)  # [A, K]
-    beam_logprob[:, 0] = 0.0
-    previous = torch.full((batch_size * beams,), BOS_ID, dtype=torch.long, device=device)  # [A*K]
+    rows = torch.arange(batch_size, device=device)  # [A] the sentence each group of beams decodes
+    width = 1  # hypotheses per sentence in `state`: 1 for the first step, K after
+    beam_logprob = torch.zeros(batch_size, width, device=device)  # [A, W]
+    previous = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)  # [A*W]
     done = torch.zeros(batch_size, dtype=torch.bool, device=device)  # [A]
     pool = _FinishedPool(batch_size, n_best, device)
     rank = torch.arange(2 * beams, device=device)
@@ -255,17 +257,18 @@ def beam_search(
     history = _BeamHistory(batch_size, beams, need_attention)
 
     for step in range(int(limits.max())):
-        step_logprobs, state, attention = model.step(previous, state, need_weights=need_attention)  # [A*K, V], [A*K, L, H, S]
+        step_logprobs, state, attention = model.step(previous, state, need_weights=need_attention)  # [A*W, V], [A*W, L, H, S]
         active, vocab = rows.size(0), step_logprobs.size(-1)
-        extended = beam_logprob[:, :, None] + _block_special(step_logprobs, blocked).view(active, beams, vocab)
-        cand_logprob, cand_index = extended.view(active, beams * vocab).topk(2 * beams, dim=1)  # [A, 2K]
+        extended = beam_logprob[:, :, None] + _block_special(step_logprobs, blocked).view(active, width, vocab)
+        cand_logprob, cand_index = _top(extended.view(active, width * vocab), 2 * beams)  # [A, 2K]
         cand_parent, cand_token = cand_index // vocab, cand_index % vocab
         penalty = length_penalty(step + 1, alpha)
         alive = ~done[:, None]
 
         is_eos = cand_token.eq(EOS_ID)
         completes = is_eos & rank.lt(beams) & alive & cand_logprob.isfinite()
-        pool.add(rows, torch.where(completes, cand_logprob / penalty, float("-inf")), cand_logprob, step, cand_parent, cand_token, True)
+        completed = torch.where(completes, cand_logprob / penalty, float("-inf"))
+        pool.add(rows, completed, cand_logprob, step, cand_parent, cand_token, True)
 
         # The K best non-EOS candidates, still in score order: sort by (is EOS, rank).
         keep = (is_eos.long() * 2 * beams + rank).argsort(dim=1)[:, :beams]  # [A, K]
@@ -274,14 +277,15 @@ def beam_search(
 
         at_limit = limits[rows].eq(step + 1)[:, None] & alive  # [A, 1]
         cut = at_limit & open_logprob.isfinite()
-        pool.add(rows, torch.where(cut, open_logprob / penalty, float("-inf")), open_logprob, step, open_parent, open_token, False)
+        cut_off = torch.where(cut, open_logprob / penalty, float("-inf"))
+        pool.add(rows, cut_off, open_logprob, step, open_parent, open_token, False)
 
         can_improve = (open_logprob[:, 0] / penalty) > pool.score[rows, -1]  # -inf pool slot: any open beam can
         done = done | at_limit.squeeze(1) | ~can_improve
         beam_logprob = open_logprob.masked_fill(done[:, None], float("-inf"))
         history.add(rows, open_token, open_parent, attention)
 
-        parent_rows = open_parent + torch.arange(active, device=device)[:, None] * beams  # [A, K] rows of `state`
+        parent_rows = open_parent + torch.arange(active, device=device)[:, None] * width  # [A, K] rows of `state`
         if (step + 1) % check_every == 0:
             unfinished = _unfinished(done, active)
             if unfinished is not None:
@@ -289,10 +293,21 @@ def beam_search(
                     break
                 rows, done, beam_logprob = rows[unfinished], done[unfinished], beam_logprob[unfinished]
                 parent_rows, open_token = parent_rows[unfinished], open_token[unfinished]
-        state = model.reorder_state(state, parent_rows.view(-1))
-        previous = open_token.view(-1)
+        state = model.reorder_state(state, parent_rows.view(-1), beams=beams)
+        previous, width = open_token.view(-1), beams
 
     return _collect(pool, history, src_mask)
+
+
+def _top(scores: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores [A, C] -> the `count` best (values, indices) [A, count], best first; when C < count
+    (a first step over a vocabulary smaller than 2K) the missing ones are -inf at index 0, dead
+    candidates like those of any -inf beam."""
+    available = scores.size(1)
+    if available >= count:
+        return scores.topk(count, dim=1)
+    values, indices = F.pad(scores, (0, count - available), value=float("-inf")).topk(count, dim=1)
+    return values, indices.masked_fill(indices >= available, 0)
 
 
 class _BeamHistory:
@@ -307,11 +322,13 @@ class _BeamHistory:
         self.attentions: list[torch.Tensor] = []
 
     def add(self, rows: torch.Tensor, tokens: torch.Tensor, parents: torch.Tensor, attention: torch.Tensor | None) -> None:
-        """rows [A] sentences, tokens / parents [A, K], attention [A*K, L, H, S] or None."""
+        """rows [A] sentences, tokens / parents [A, K], attention [A*W, L, H, S] or None (W = 1 at
+        the first step, whose one hypothesis per sentence is the parent of all K)."""
         self.tokens.append(self._full(rows, tokens))
         self.parents.append(self._full(rows, parents))
         if self.need_attention:
-            self.attentions.append(self._full(rows, attention.view(rows.size(0), self.beams, *attention.shape[1:])))
+            attention = attention.view(rows.size(0), -1, *attention.shape[1:])  # [A, W, L, H, S]
+            self.attentions.append(self._full(rows, attention.expand(-1, self.beams, *attention.shape[2:])))
 
     def _full(self, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """values [A, K, ...] of sentences `rows` -> [B, K, ...], zeros for the others."""

@@ -123,13 +123,8 @@ class RNNSeq2Seq(nn.Module):
         """src [B, S] long, src_mask [B, S] bool -> EncoderOutput (annotations [B, S, M], final states)."""
         return self.encoder(self.dropout(self.src_embed(src)), src_mask)
 
-    def init_state(self, memory: EncoderOutput, src_mask: torch.Tensor, beams: int = 1) -> DecoderState:
-        """-> state of B * beams hypotheses; each beam gets its own copy of the sentence's memory
-        (copying it per step is a few percent of an RNN's beam search, not worth sharing)."""
-        state = self.decoder.init_state(memory, src_mask)
-        if beams == 1:
-            return state
-        return state.index_select(torch.arange(src_mask.size(0), device=src_mask.device).repeat_interleave(beams))
+    def init_state(self, memory: EncoderOutput, src_mask: torch.Tensor) -> DecoderState:
+        return self.decoder.init_state(memory, src_mask)
 
     def forward(
         self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor, need_weights: bool = False
@@ -148,6 +143,7 @@ class RNNSeq2Seq(nn.Module):
         logprobs = self.output(self.dropout(readout)).float().log_softmax(dim=-1)
         return logprobs, state, weights[:, None, None] if need_weights else None
 
-    def reorder_state(self, state: DecoderState, index: torch.Tensor) -> DecoderState:
-        """index [B'] long -> state with the selected batch entries."""
+    def reorder_state(self, state: DecoderState, index: torch.Tensor, beams: int | None = None) -> DecoderState:
+        """index [N'] long -> state with the selected entries. Every hypothesis keeps its own copy of
+        the memory (`beams` unused): copying it per step is a few percent of an RNN's beam search."""
         return state.index_select(index)

@@ -6,8 +6,9 @@ V target vocabulary, L attention layers (1 for RNNs), H heads (1 for RNNs).
 
 Cross-attention always comes as one tensor [B, L, H, T, S] (teacher forcing) or [N, L, H, S]
 (one decoding step of N hypotheses): rows sum to 1 over real source tokens and are exactly 0 on
-padding. Decoding works on N = B * beams hypotheses (beams = 1: greedy search), which search.py
-may reorder and shrink between steps as beams are chosen and sentences finish.
+padding. Decoding works on N = B * beams hypotheses (beams = 1: greedy search and the first step
+of beam search), which search.py reorders and shrinks between steps as beams are chosen and
+sentences finish.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ class Seq2Seq(Protocol):
         With need_weights=False a model may skip materialising the weights (fast kernels).
         """
 
-    def init_state(self, memory: Any, src_mask: torch.Tensor, beams: int = 1) -> Any:
-        """Decoder state before the first step, for N = B * beams hypotheses: row r continues
-        sentence r // beams (a model may keep what depends only on the source once per sentence)."""
+    def init_state(self, memory: Any, src_mask: torch.Tensor) -> Any:
+        """Decoder state before the first step: one hypothesis per sentence (holds whatever the
+        steps need, memory included)."""
 
     def step(self, tokens: torch.Tensor, state: Any, need_weights: bool = True) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         """One incremental step: tokens [N] long (previous output, BOS first)
@@ -43,10 +44,12 @@ class Seq2Seq(Protocol):
 
         need_weights=False returns None and lets the model use kernels that skip the weights."""
 
-    def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
+    def reorder_state(self, state: Any, index: torch.Tensor, beams: int | None = None) -> Any:
         """Select/reorder hypotheses: index [N'] long -> state whose row i continues row index[i].
 
-        With beams = 1 any index. With beams > 1 the rows stay in groups of `beams`, one group per
-        sentence, sentences in their order: an index of N rows moves hypotheses only within their
-        sentence, a shorter one also drops whole sentences (group g then continues sentence
-        index[g * beams] // beams)."""
+        beams: hypotheses per sentence in the new state (None: as in `state`). With 1 before and
+        after, any index. Otherwise the new rows come in groups of `beams`, one group per
+        sentence, sentences in their order, group g continuing the sentence of row
+        index[g * beams]: beam search fans each sentence out from 1 to K hypotheses after its first
+        step, then reorders hypotheses within their sentence (N' = N), and both searches drop
+        finished sentences (N' < N). A model may keep what depends on the source once per sentence."""

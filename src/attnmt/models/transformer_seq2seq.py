@@ -128,10 +128,10 @@ class TransformerSeq2Seq(nn.Module):
         hidden, weights = self.decoder(self._embed(self.tgt_embed, tgt_in), memory, src_mask, need_weights)
         return self.output(hidden), weights
 
-    def init_state(self, memory: torch.Tensor, src_mask: torch.Tensor, beams: int = 1) -> TransformerState:
-        """memory [B, S, D], src_mask [B, S] -> state of B * beams hypotheses, cross-attention K/V
-        computed once per sentence."""
-        return TransformerState(src_mask[:, None, None, :], self.decoder.start_cache(memory, beams), beams)
+    def init_state(self, memory: torch.Tensor, src_mask: torch.Tensor) -> TransformerState:
+        """memory [B, S, D], src_mask [B, S] -> state of one hypothesis per sentence, cross-attention
+        K/V computed once."""
+        return TransformerState(src_mask[:, None, None, :], self.decoder.start_cache(memory), beams=1)
 
     def step(
         self, tokens: torch.Tensor, state: TransformerState, need_weights: bool = True
@@ -144,16 +144,17 @@ class TransformerSeq2Seq(nn.Module):
         logprobs = self.output(hidden).float().log_softmax(dim=-1)
         return logprobs, TransformerState(state.src_mask, cache, state.beams), weights
 
-    def reorder_state(self, state: TransformerState, index: torch.Tensor) -> TransformerState:
-        """index [N'] long: row i continues hypothesis index[i] (models/seq2seq.py: with beams > 1,
-        an index of N rows stays within each sentence, a shorter one drops whole sentences).
-        Self-attention K/V are not copied here: the next step gathers them (TransformerState.order)."""
+    def reorder_state(self, state: TransformerState, index: torch.Tensor, beams: int | None = None) -> TransformerState:
+        """index [N'] long: row i continues hypothesis index[i]; beams: hypotheses per sentence
+        after (models/seq2seq.py). Self-attention K/V are not copied here: the next step gathers
+        them (TransformerState.order); cross K/V and mask change only when the sentences do."""
+        beams = state.beams if beams is None else beams
         order = index if state.order is None else state.order.index_select(0, index)
-        if state.beams == 1:
+        if beams == state.beams == 1:
             sentences = index
-        elif index.size(0) != state.hypotheses:
-            sentences = index.view(-1, state.beams)[:, 0].div(state.beams, rounding_mode="floor")  # [B']
-        else:  # the same sentences: the shared cross K/V and mask stay as they are
+        elif beams == state.beams and index.size(0) == state.hypotheses:  # the same sentences
             return replace(state, order=order)
+        else:
+            sentences = index.view(-1, beams)[:, 0].div(state.beams, rounding_mode="floor")  # [B']
         cache = [c.select_sentences(sentences) for c in state.cache]
-        return TransformerState(state.src_mask.index_select(0, sentences), cache, state.beams, order)
+        return TransformerState(state.src_mask.index_select(0, sentences), cache, beams, order)

@@ -81,10 +81,10 @@ class LayerCache:
     cross_v: torch.Tensor
 
     @classmethod
-    def start(cls, cross_k: torch.Tensor, cross_v: torch.Tensor, beams: int) -> "LayerCache":
-        """cross K/V [B, H, S, d] -> a cache for B * beams hypotheses with no position decoded yet."""
+    def start(cls, cross_k: torch.Tensor, cross_v: torch.Tensor) -> "LayerCache":
+        """cross K/V [B, H, S, d] -> a cache for one hypothesis per sentence, no position decoded yet."""
         batch, heads, _, size = cross_k.shape
-        empty = cross_k.new_zeros(batch * beams, heads, 0, size)  # [N, H, 0, d]
+        empty = cross_k.new_zeros(batch, heads, 0, size)  # [B, H, 0, d]
         return cls(empty, empty, cross_k, cross_v)
 
     def extend(self, k: torch.Tensor, v: torch.Tensor, order: torch.Tensor | None) -> "LayerCache":
@@ -94,7 +94,8 @@ class LayerCache:
 
     def select_sentences(self, sentences: torch.Tensor) -> "LayerCache":
         """sentences [B'] -> the same cache with the cross K/V of those sentences only."""
-        return LayerCache(self.self_k, self.self_v, self.cross_k.index_select(0, sentences), self.cross_v.index_select(0, sentences))
+        cross_k, cross_v = self.cross_k.index_select(0, sentences), self.cross_v.index_select(0, sentences)
+        return LayerCache(self.self_k, self.self_v, cross_k, cross_v)
 
 
 def _extend(past: torch.Tensor, new: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
@@ -126,9 +127,9 @@ class DecoderLayer(nn.Module):
         self.feed_forward = FeedForward(d_model, ff_size, dropout)
         self.dropout = Dropout(dropout)
 
-    def start_cache(self, memory: torch.Tensor, beams: int) -> LayerCache:
-        """memory [B, S, D] -> cache with cross K/V computed once per sentence, for `beams` hypotheses each."""
-        return LayerCache.start(*self.cross_attention.project_kv(memory, memory), beams)  # cross K/V [B, H, S, d]
+    def start_cache(self, memory: torch.Tensor) -> LayerCache:
+        """memory [B, S, D] -> cache with cross K/V computed once per sentence."""
+        return LayerCache.start(*self.cross_attention.project_kv(memory, memory))  # cross K/V [B, H, S, d]
 
     def forward(
         self,
@@ -193,9 +194,9 @@ class TransformerDecoder(nn.Module):
         self.final_norm = nn.LayerNorm(d_model)
         self.window = window
 
-    def start_cache(self, memory: torch.Tensor, beams: int = 1) -> list[LayerCache]:
-        """memory [B, S, D] -> one LayerCache per layer for B * beams hypotheses."""
-        return [layer.start_cache(memory, beams) for layer in self.layers]
+    def start_cache(self, memory: torch.Tensor) -> list[LayerCache]:
+        """memory [B, S, D] -> one LayerCache per layer, one hypothesis per sentence."""
+        return [layer.start_cache(memory) for layer in self.layers]
 
     def forward(
         self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, need_weights: bool
