@@ -11,7 +11,6 @@ being opened. Nor through its stored configs, which name the classes to build (`
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import tempfile
@@ -25,31 +24,19 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.serialization import safe_globals
 
 from attnmt.errors import CheckpointError
-from attnmt.permissions import publish_permissions
+from attnmt.atomic import atomic_file
 
 TOKENIZER_KEY = "attnmt_tokenizer"
 CONFIG_KEY = "attnmt_config"  # the run's composed config (resolved): what ckpt_path= resumes with
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes <path>.tmp-<pid>, fsyncs it, then renames over <path>: a kill mid-save never leaves a
-    truncated checkpoint behind (the previous one stays intact)."""
+    """Writes a temporary beside <path>, fsyncs it, then renames it over <path> (atomic.atomic_file):
+    a kill mid-save never leaves a truncated checkpoint behind (the previous one stays intact)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            publish_permissions(tmp)  # mkstemp made it 0600
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path, fsync=True) as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         # Lightning's resume path: safe unpickling whatever weights_only Lightning asks for

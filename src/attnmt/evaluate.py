@@ -36,9 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +46,7 @@ import torch
 
 from attnmt.data.corpus import read_lines
 from attnmt.errors import ConfigError, DataError, UserError
-from attnmt.permissions import publish_permissions
+from attnmt.atomic import atomic_file
 from attnmt.metrics import ATTENTION_STATS_TAG, attention_statistics, corpus_scores, flatten_statistics, paired_significance
 from attnmt.inference import DecodeSettings, Translation, load_model, pick_device, resolve_checkpoint, translate_lines
 
@@ -164,13 +162,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
             return [clean(v) for v in value]
         return value
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(clean(data), handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    publish_permissions(tmp)  # mkstemp gives 0600: metrics.json gets what the umask gives any new file
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(clean(data), indent=2, allow_nan=False) + "\n")
 
 
 def _global_step(checkpoint: Path) -> int:

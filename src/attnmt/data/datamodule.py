@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.data.corpus import Corpus
 from attnmt.data.streaming import PairStats, build_lock, file_sha256, iter_pair_chunks
-from attnmt.permissions import publish_permissions
+from attnmt.atomic import atomic_file
 from attnmt.data.token_cache import CACHE_FORMAT, META_FILE, TokenPairDataset, encode_split
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
 from attnmt.errors import ConfigError, DataError
@@ -76,12 +75,8 @@ def file_digest(path: Path, memo_dir: Path | None = None) -> str:
         pass
     digest = file_sha256(path)
     try:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".digest.", dir=memo_dir)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"identity": identity, "sha256": digest}, handle)
-        publish_permissions(tmp)  # mkstemp made it 0600: the memo is shared like the rest of the cache
-        os.replace(tmp, memo)
+        with atomic_file(memo) as tmp:  # shared like the rest of the cache (umask modes)
+            tmp.write_text(json.dumps({"identity": identity, "sha256": digest}))
     except OSError:
         pass  # a read-only cache folder: hash again next time
     return digest

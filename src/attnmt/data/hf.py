@@ -20,19 +20,18 @@ a space, so line i of each exported file is row i of the split.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from attnmt.data.corpus import Corpus
 from attnmt.data.streaming import build_lock
-from attnmt.permissions import publish_permissions
+from attnmt.atomic import atomic_file
 from attnmt.errors import ConfigError, DataError
 
 log = logging.getLogger("attnmt.data")
@@ -180,37 +179,29 @@ class HFDataset(Corpus):
         return targets
 
     def _export(self, dataset, split: str, src_column: str, tgt_column: str, targets: tuple[Path, Path]) -> None:
-        temps = []
-        try:
-            handles = []
-            for target in targets:
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-                temps.append(Path(tmp))
-                handles.append(os.fdopen(fd, "w", encoding="utf-8", newline="\n"))
+        # both files appear only once both are complete; on the way out the handles close (last in,
+        # first out) before each temporary is renamed into place
+        with contextlib.ExitStack() as files:
+            temps = [files.enter_context(atomic_file(target)) for target in targets]
+            handles = [files.enter_context(open(tmp, "w", encoding="utf-8", newline="\n")) for tmp in temps]
+            src_out, tgt_out = handles
             row, joined = 0, 0
-            with handles[0] as src_out, handles[1] as tgt_out:
-                columns = [src_column] if src_column == tgt_column else [src_column, tgt_column]
-                for batch in dataset.select_columns(columns).iter(batch_size=ROWS_PER_READ):
-                    src_lines = self._texts(batch[src_column], self.src_key, split, row)
-                    tgt_lines = self._texts(batch[tgt_column], self.tgt_key, split, row)
-                    for lines, out in ((src_lines, src_out), (tgt_lines, tgt_out)):
-                        for i, text in enumerate(lines):
-                            if "\n" in text or "\r" in text:
-                                lines[i] = _LINE_BREAKS.sub(" ", text)
-                                joined += 1
-                        out.write("\n".join(lines) + "\n")
-                    row += len(src_lines)
+            columns = [src_column] if src_column == tgt_column else [src_column, tgt_column]
+            for batch in dataset.select_columns(columns).iter(batch_size=ROWS_PER_READ):
+                src_lines = self._texts(batch[src_column], self.src_key, split, row)
+                tgt_lines = self._texts(batch[tgt_column], self.tgt_key, split, row)
+                for lines, out in ((src_lines, src_out), (tgt_lines, tgt_out)):
+                    for i, text in enumerate(lines):
+                        if "\n" in text or "\r" in text:
+                            lines[i] = _LINE_BREAKS.sub(" ", text)
+                            joined += 1
+                    out.write("\n".join(lines) + "\n")
+                row += len(src_lines)
             if row == 0:
                 raise DataError(f"split {self._hf_splits[split]!r} of Hugging Face dataset {self._describe()} is empty")
-            if joined:
-                log.info("%s: %d sentences held line breaks; each became one line", split, joined)
-            for tmp, target in zip(temps, targets):
-                publish_permissions(tmp)
-                os.replace(tmp, target)
-            log.info("exported %d rows of %s split %r to %s", row, self._describe(), self._hf_splits[split], targets[0].parent)
-        finally:
-            for tmp in temps:
-                tmp.unlink(missing_ok=True)
+        if joined:
+            log.info("%s: %d sentences held line breaks; each became one line", split, joined)
+        log.info("exported %d rows of %s split %r to %s", row, self._describe(), self._hf_splits[split], targets[0].parent)
 
     def _texts(self, values: list, key: str, split: str, first_row: int) -> list[str]:
         """Sentences of one language from a batch of column values (dicts when nested)."""

@@ -13,14 +13,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from attnmt.data.corpus import Corpus
 from attnmt.data.streaming import file_sha256
-from attnmt.permissions import publish_permissions
+from attnmt.atomic import atomic_file
 from attnmt.errors import DataError
 
 log = logging.getLogger("attnmt.data")
@@ -93,27 +92,18 @@ def _install(source: Path, name: str, target: Path, where: str) -> None:
 
     The checksum is taken of `source` itself, so an error names the user's file, not the temporary copy.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     _check(source, name, where)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_file(target) as tmp:
         shutil.copyfile(source, tmp)
         if file_sha256(tmp) != CHECKSUMS[name][1]:  # the copy itself went wrong (disk full, ...)
             raise DataError(f"copying {source} to {target.parent} gave a different file; check free space there and retry")
-        publish_permissions(tmp)  # mkstemp made it 0600: the umask decides, as for any new file
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _download(name: str, target: Path) -> None:
     """Download into a temporary file next to `target`, verify it, then rename (atomic)."""
     url = url_for(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+    with atomic_file(target) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             for block in iter(lambda: response.read(1 << 16), b""):
@@ -122,11 +112,7 @@ def _download(name: str, target: Path) -> None:
                 shown = f"{100 * done // total:3d}%" if total else f"{done // 1024} KiB"
                 print(f"\rdownloading {name}: {shown}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-        _check(Path(tmp), name, f"downloaded from {url}; not kept", shown="")
-        publish_permissions(tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        _check(tmp, name, f"downloaded from {url}; not kept", shown="")
 
 
 def fetch_file(split: str, lang: str, cache_dir: str | Path, local_dir: str | Path | None = None) -> tuple[Path, str]:
