@@ -27,7 +27,7 @@ bench() {  # name, time limit (s), benchmark arguments...
     local name=$1 limit=$2
     shift 2
     echo "== $name: $*"
-    timeout "$limit" python3 scripts/benchmark.py --device cuda --precision bf16-mixed --output "$OUT/$name.json" "$@" \
+    timeout "$limit" python3 scripts/benchmark.py --device cuda --precision bf16-mixed --reference scripts/benchmark_reference.json --output "$OUT/$name.json" "$@" \
         2>&1 | tee "$OUT/$name.log"
     local rc=${PIPESTATUS[0]}
     ((rc == 0)) || echo "!! $name exited with $rc (124: out of time); $name.json holds the families finished"

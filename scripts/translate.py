@@ -1,10 +1,3 @@
-"""Command line of attnmt.translate (run `python scripts/translate.py --help`); works from any directory."""
-
-from __future__ import annotations
-
-import sys
-
-from attnmt.translate import main
-
-if __name__ == "__main__":
-    sys.exit(main())
+"""`python scripts/translate.py ARGS` = `attnmt-translate ARGS` (attnmt.cli.translate; --help lists the options)."""
+from attnmt.cli.translate import main
+if __name__ == "__main__": raise SystemExit(main())

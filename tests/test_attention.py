@@ -1,4 +1,4 @@
-"""The one attention interface: additive, Luong dot/general/concat, multi-head."""
+"""The one attention interface: additive, Luong dot/general/concat, sparsemax, multi-head."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from attnmt.modules.attention import (
     MultiHeadAttention,
     masked_softmax,
 )
-from attnmt.modules.rnn_attention import build_rnn_attention
+from attnmt.modules.sparsemax_attention import masked_sparsemax
+
+from attention_nodes import build
 
 B, TQ, TK, D = 3, 4, 6, 8
 LENGTHS = torch.tensor([6, 2, 4])
@@ -34,11 +36,12 @@ def inputs(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tens
 
 def all_attentions() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    rnn = {score: build_rnn_attention(score, D, D, attention_size=5) for score in ("additive", "concat", "dot", "general")}
-    return {**rnn, "multihead": MultiHeadAttention(D, heads=2)}
+    rnn = {score: build(score, D, D, attention_size=5) for score in ("additive", "concat", "dot", "general")}
+    sparse = {"sparsemax_general": build("general", D, D, attention_size=5, sparsemax=True)}
+    return {**rnn, **sparse, "multihead": MultiHeadAttention(D, heads=2)}
 
 
-@pytest.mark.parametrize("name", ["additive", "concat", "dot", "general", "multihead"])
+@pytest.mark.parametrize("name", ["additive", "concat", "dot", "general", "sparsemax_general", "multihead"])
 def test_shapes_sums_and_zero_weight_on_padding(name: str) -> None:
     attention = all_attentions()[name]
     query, memory = inputs()
@@ -53,7 +56,7 @@ def test_shapes_sums_and_zero_weight_on_padding(name: str) -> None:
     assert no_weights is None
 
 
-@pytest.mark.parametrize("name", ["additive", "concat", "dot", "general"])
+@pytest.mark.parametrize("name", ["additive", "concat", "dot", "general", "sparsemax_general"])
 def test_precomputed_keys_give_the_same_result(name: str) -> None:
     attention = all_attentions()[name]
     query, memory = inputs()
@@ -120,7 +123,7 @@ def test_multihead_weights_are_softmax_of_scaled_scores() -> None:
     torch.testing.assert_close(weights[0, 1], scores.softmax(-1))
 
 
-@pytest.mark.parametrize("name", ["additive", "concat", "dot", "general", "multihead"])
+@pytest.mark.parametrize("name", ["additive", "concat", "dot", "general", "sparsemax_general", "multihead"])
 def test_fully_masked_row_gives_zeros_and_finite_gradients(name: str) -> None:
     attention = all_attentions()[name]
     query, memory = inputs()
@@ -160,14 +163,28 @@ def test_masked_softmax_on_bf16_extremes() -> None:
     assert weights[0, 2] == 1.0
 
 
-def test_unknown_score_names_the_config_key() -> None:
-    with pytest.raises(ConfigError, match=r"model\.score.*'cosine'"):
-        build_rnn_attention("cosine", D, D, 5)
-
-
 def test_dot_score_with_mismatched_sizes_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"model\.score=dot"):
-        build_rnn_attention("dot", 8, 16, 5)
+    with pytest.raises(ConfigError, match=r"model\.attention\.bilinear=false"):
+        build("dot", 8, 16, 5)
+
+
+def test_sparsemax_is_a_sparse_distribution_on_real_keys() -> None:
+    scores = torch.tensor([[[3.0, 1.0, 0.2, 2.9, 9.0], [0.1, 0.2, 0.3, 0.4, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]]])
+    mask = torch.tensor([[[True, True, True, True, False]]])
+    weights = masked_sparsemax(scores, mask)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 3))
+    assert torch.all(weights[..., 4] == 0.0)  # padding, however high its score
+    torch.testing.assert_close(weights[0, 0], torch.tensor([0.55, 0.0, 0.0, 0.45, 0.0]))  # tau = 2.45: two keys left
+    torch.testing.assert_close(weights[0, 2], torch.tensor([0.25, 0.25, 0.25, 0.25, 0.0]))  # ties share equally
+    empty = masked_sparsemax(scores[:, :1], torch.zeros(1, 1, 5, dtype=torch.bool))
+    assert torch.all(empty == 0.0)  # a row without real keys: zeros, not NaN
+
+
+def test_sparsemax_gradient_is_the_projections_jacobian() -> None:
+    scores = torch.randn(2, 3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
+    mask = key_mask(torch.tensor([6, 4]), 6)
+    masked_scores = scores.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: masked_sparsemax(z, mask), (masked_scores,))
 
 
 @pytest.mark.parametrize("heads", [3, 0, -2])

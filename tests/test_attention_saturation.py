@@ -1,6 +1,6 @@
 """Luong's dot/general scores, unscaled, saturate their softmax on real Multi30k batches within a
 few updates (rows one-hot to float precision, so no gradient reaches the other positions);
-divided by sqrt(d) (the default, model.scale_scores=true) they stay a soft distribution.
+divided by sqrt(d) (the default, model.attention.scaled=true) they stay a soft distribution.
 
 A short real run of the default-size Luong model (general score, default init) on the first
 Multi30k batches, the same seed and batches for both settings; the statistics are measured on a
@@ -11,6 +11,7 @@ settings look at the sentence end this early; only the unscaled one is saturated
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from torch.nn import functional as F
 
 from attnmt.data.vocab import PAD_ID
 from attnmt.models.rnn_seq2seq import RNNSeq2Seq
+from attnmt.modules.attention import DotProductAttention
 
 UPDATES = 10
 ROWS_PER_BATCH = 32  # the first sentences of each 4096-token batch keep the test short
@@ -26,7 +28,7 @@ ROWS_PER_BATCH = 32  # the first sentences of each 4096-token batch keep the tes
 def attention_statistics_after_training(datamodule, scale_scores: bool) -> tuple[float, float]:
     torch.manual_seed(0)
     model = RNNSeq2Seq(datamodule.src_vocab_size, datamodule.tgt_vocab_size, datamodule.joint_vocab,
-                       attention="luong", score="general", scale_scores=scale_scores)
+                       step_order="luong", attention=partial(DotProductAttention, bilinear=True, scaled=scale_scores))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for batch in itertools.islice(datamodule.train_dataloader(), UPDATES):
         rows = slice(0, ROWS_PER_BATCH)

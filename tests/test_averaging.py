@@ -32,7 +32,7 @@ def trained_run(tiny_parallel_dir, tmp_path_factory) -> Path:
         "model.attention_size=32", "model.readout_size=32", "trainer=cpu", "data=parallel_text",
         f"data.corpus.train={tiny_parallel_dir}/train", f"data.corpus.val={tiny_parallel_dir}/val",
         f"data.cache_dir={run}/cache", f"data.tokenizer.vocab_size={vocab}", "data.max_tokens=512", "data.num_workers=0",
-        f"paths.output_dir={run}", "task.val_decode.max_len_b=5", "trainer.enable_model_summary=false",
+        f"paths.output_dir={run}", "decode.validation.max_len_b=5", "trainer.enable_model_summary=false",
         "trainer.max_steps=5", "trainer.max_epochs=-1", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=5",
         "callbacks.step_checkpoints.every_n_train_steps=1", "callbacks.step_checkpoints.keep=3",
     ]))

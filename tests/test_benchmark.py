@@ -1,4 +1,4 @@
-"""The benchmark (attnmt.benchmark, scripts/benchmark.py) on tiny models and the tiny corpus, on the CPU.
+"""The benchmark (attnmt.benchmark, attnmt-benchmark = scripts/benchmark.py) on tiny models and the tiny corpus, on the CPU.
 
 Speeds here are meaningless; what is checked is that every requested measurement is there, finite
 and consistent, and that the tokens counted are exactly the real target tokens of the batches used.
@@ -6,7 +6,6 @@ and consistent, and that the tokens counted are exactly the real target tokens o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,10 +14,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from attnmt.benchmark import Settings, format_table, run
+from attnmt.benchmark import Settings, format_table, read_references, run
+from attnmt.cli.benchmark import main  # attnmt-benchmark / scripts/benchmark.py
 from attnmt.config import compose
 
-from test_train import REPO, tiny_overrides
+from test_train import tiny_overrides
 
 FAMILIES = ("transformer", "bahdanau", "luong")
 WARMUP, STEPS, DECODED = 1, 2, 6
@@ -38,9 +38,12 @@ def bench_dirs(tiny_parallel_dir, tmp_path_factory) -> tuple[Path, Path, Path]:
     return tiny_parallel_dir, tmp_path_factory.mktemp("bench_cache"), tmp_path_factory.mktemp("bench_out")
 
 
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_reference.json"
+
+
 @pytest.fixture(scope="module")
 def report(bench_dirs) -> dict:
-    return run(tiny_settings(*bench_dirs))
+    return run(tiny_settings(*bench_dirs, references=read_references(REFERENCE_FILE)))
 
 
 def _runs(report: dict, kind: str) -> dict[tuple[str, str], dict]:
@@ -62,8 +65,9 @@ def test_every_family_and_mode_is_measured(report):
         # the derived figures agree with the raw ones
         assert record["tokens_per_s"] == pytest.approx(record["tokens"] / record["seconds"])
         assert record["ms_per_step"] == pytest.approx(1000 * record["seconds"] / STEPS)
-        expected_reference = 900.0 if family == "transformer" else 1100.0
-        assert record["ratio_to_reference"] == pytest.approx(record["tokens_per_s"] / expected_reference)
+        reference = read_references(REFERENCE_FILE)[f"{'transformer' if family == 'transformer' else 'rnn'}/cpu"]
+        assert record["ratio_to_reference"] == pytest.approx(record["tokens_per_s"] / reference["tokens_per_s"])
+        assert record["target_ratio"] == reference["target_ratio"]
     decode = _runs(report, "decode")
     assert set(decode) == {(f, s) for f in FAMILIES for s in ("greedy", "beam5")}
     for record in decode.values():
@@ -125,23 +129,35 @@ def test_cuda_is_skipped_cleanly_without_a_gpu(bench_dirs):
     assert "skipped: transformer on cuda (no CUDA device)" in format_table(report)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_script", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_prints_the_table_and_writes_json(bench_dirs, tmp_path, capsys):
     output = tmp_path / "bench.json"
     args = ["--device", "cpu", "--families", "bahdanau", "--modes", "model", "--steps", "1", "--warmup", "1",
             "--decode-sentences", "0", "--threads", "1", "--output", str(output), "--",
             *tiny_overrides(*bench_dirs, "bahdanau")]
-    assert _load_script().main(args) == 0
+    assert main(args) == 0
     saved = json.loads(output.read_text())
     assert [(r["family"], r["kind"], r["mode"]) for r in saved["runs"]] == [("bahdanau", "train", "model")]
     assert saved["settings"]["threads"] == 1 and saved["machine"]["cpu_count"] >= 1
     assert "bahdanau" in capsys.readouterr().out
+
+
+def test_ratios_only_with_reference_figures() -> None:
+    from attnmt.benchmark import add_reference_ratios
+
+    record = {"kind": "train", "reference": "rnn", "device": "cpu", "tokens_per_s": 2200.0}
+    assert "ratio_to_reference" not in add_reference_ratios(dict(record), {})
+    rated = add_reference_ratios(dict(record), {"rnn/cpu": {"tokens_per_s": 1100.0}})
+    assert rated["ratio_to_reference"] == 2.0 and "target_ratio" not in rated
+    assert "2.00x" in format_table({"runs": [{**rated, "family": "luong", "mode": "model", "ms_per_step": 1.0,
+                                             "peak_memory_mb": 1.0, "parameters": 1e6}]})
+
+
+def test_a_bad_reference_file_is_one_error_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "ref.json"
+    bad.write_text('{"rnn/cpu": 1100}')
+    assert main(["--reference", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --reference") and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [
@@ -151,7 +167,7 @@ def test_script_prints_the_table_and_writes_json(bench_dirs, tmp_path, capsys):
     (["--device", "cpu", "--", "model.no_such_key=3"], "model.no_such_key"),
 ])
 def test_script_mistakes_exit_2_with_one_line(args, message, capsys):
-    assert _load_script().main(args) == 2
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
 
 from attnmt.benchmark_long import format_table, run
-
-from test_train import REPO
 
 
 @pytest.mark.slow
@@ -29,10 +26,9 @@ def test_every_length_and_window_is_measured() -> None:
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_long_script", REPO / "scripts" / "benchmark_long.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import attnmt.cli.benchmark_long
+
+    return attnmt.cli.benchmark_long  # attnmt-benchmark-long / scripts/benchmark_long.py
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""scripts/data_report.py on the tiny corpus: figures match the DataModule, the second build hits the caches."""
+"""attnmt-data-report (scripts/data_report.py) on the tiny corpus: figures match the DataModule, the second build hits the caches."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from test_train import REPO, tiny_overrides
 
 @pytest.mark.slow
 def test_data_report_prints_figures_and_reuses_caches(tiny_parallel_dir, tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
-    from data_report import report
+    from attnmt.cli.data_report import report
 
     overrides = [o for o in tiny_overrides(tiny_parallel_dir, tmp_path / "cache", tmp_path, "transformer")
                  if o.startswith("data")]

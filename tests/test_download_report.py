@@ -4,20 +4,17 @@ when its checksum is wrong (not a temporary copy)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 from pathlib import Path
 
 from attnmt.data import multi30k
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("download_data", REPO / "scripts" / "download_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import attnmt.cli.download
+
+    return attnmt.cli.download  # attnmt-download / scripts/download_data.py
 
 
 def test_every_failure_is_reported_and_names_the_users_file(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -6,10 +6,10 @@ test_translate.py and test_tensorboard_server.py (they import them from here).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -22,6 +22,7 @@ from matplotlib import image as mpimg
 from omegaconf import OmegaConf
 
 from attnmt.config import compose
+from attnmt.cli.evaluate import main  # attnmt-evaluate / scripts/evaluate.py, called in this process
 from attnmt.errors import CheckpointError, ConfigError
 from attnmt.evaluate import compare_systems, evaluate
 from attnmt.metrics import attention_statistics
@@ -55,7 +56,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory, parallel_dir: Path) -> d
                 f"++data.corpus.test={{test: {parallel_dir}/test}}", f"+variant={model}", "debug=limit",
                 "optim.scheduler.warmup_steps=5", "optim.optimizer.lr=5e-3",  # 10 steps: output beyond one repeated piece
                 *(["model.init=pytorch"] if model == "transformer" else []),  # xavier: a 10-step model still emits only </s>
-                "task.val_decode.max_len_a=0.5", 'task.probes=["The cat sat on the mat."]',
+                "decode.validation.max_len_a=0.5", 'task.probes=["The cat sat on the mat."]',
             ]
             cfg = compose(overrides)
             train(cfg)
@@ -89,14 +90,6 @@ def runs(tmp_path_factory, tiny_parallel_dir) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tiny_parallel_dir) -> tuple[Path, subprocess.CompletedProcess]:
     return evaluated_run(tmp_path_factory, tiny_parallel_dir)
-
-
-def main(argv: list[str]) -> int:
-    """scripts/evaluate.py's main(), called in this process (exit code returned, output to capsys)."""
-    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
 
 
 def read_metrics(run: Path) -> dict:
@@ -298,6 +291,41 @@ def test_bad_inputs_exit_2_naming_the_problem(runs, tmp_path, capsys) -> None:
     assert "absent.en" in capsys.readouterr().err
 
 
+def _report_summary(scores: dict[str, float]) -> dict:
+    entry = {"split": "test", "decoding": {"beam_size": 1, "alpha": None}, "sentences": 20,
+             "scores": {name: {"score": value, "signature": f"{name}-signature"} for name, value in scores.items()},
+             "decode_seconds": 3.5, "sentences_per_second": 5.7,
+             "attention_statistics": {"layer_0": {"mean": {"entropy": 1.25, "max_weight": 0.5,
+                                                           "diagonal_distance": 0.125, "monotonicity": 0.75}}}}
+    return {"checkpoint": "run/checkpoints/best.ckpt", "global_step": 10, "variant": "transformer",
+            "results": {"test/greedy": entry}, "eval_dir": "run/eval", "tensorboard_root": "run/tensorboard"}
+
+
+def _cells(line: str) -> list[re.Match]:
+    return list(re.finditer(r"\S+", line))
+
+
+def test_a_declared_metric_gets_its_own_report_column(monkeypatch) -> None:
+    """A new text metric is one entry in metrics.TEXT_METRICS: the report's header gains its column,
+    every value sits under its own header (a fourth metric once showed its score as "seconds"), and
+    its signature line is printed."""
+    from attnmt import metrics
+    from attnmt.evaluate import format_report
+
+    monkeypatch.setattr(metrics, "TEXT_METRICS", (*metrics.TEXT_METRICS, metrics.TextMetric("meteor", "METEOR", True, digits=1)))
+    report = format_report(_report_summary({"bleu": 31.25, "chrf": 55.5, "ter": 61.75, "meteor": 42.0})).splitlines()
+    header, row = _cells(report[1]), _cells(report[2])
+    assert [cell.group() for cell in header] == ["set", "decoding", "sents", "BLEU", "chrF", "TER", "METEOR", "seconds", "sent/s"]
+    assert len(row) == len(header)
+    values = {h.group(): r.group() for h, r in zip(header, row)}
+    assert values == {"set": "test", "decoding": "greedy", "sents": "20", "BLEU": "31.25", "chrF": "55.50",
+                      "TER": "61.75", "METEOR": "42.0", "seconds": "3.5", "sent/s": "5.7"}
+    for i, (h, r) in enumerate(zip(header, row)):  # names left-aligned, numbers right-aligned under their header
+        assert (h.start() == r.start()) if i < 2 else (h.end() == r.end()), (h.group(), r.group())
+    assert any(line.startswith("METEOR") and "meteor-signature" in line for line in report)
+    assert "entropy 1.250, max weight 0.500, diagonal distance 0.125, monotonicity 0.750" in report[-2]
+
+
 def test_checkpoint_resolution(runs, tmp_path) -> None:
     run = runs["transformer"]
     assert resolve_checkpoint(run).name.startswith("best-")
@@ -436,3 +464,25 @@ def test_output_alignment_of_a_system_that_outputs_the_references(runs, tmp_path
         scores = entry["teacher_forced"]["argmax"]
         assert list(scores) == ["layer_0"] and list(scores["layer_0"]) == ["head_0", "mean"]
         assert scores["layer_0"]["head_0"] == scores["layer_0"]["mean"]
+
+
+def test_decode_config_reaches_validation_and_evaluate_test(runs, tmp_path, monkeypatch) -> None:
+    """configs/train.yaml's `decode` node: decode.validation is what the task validated with (stored
+    in its hyper-parameters), decode.test what evaluate_test decodes with (plus greedy); the defaults
+    come from inference.DecodeSettings through the ${attnmt.decode_default:...} resolver."""
+    import attnmt.evaluate
+    from attnmt.inference import DecodeSettings, load_for_inference
+    from attnmt.train import evaluate_after_training
+
+    cfg = compose([f"paths.output_dir={tmp_path}", "decode.test.beam_size=3", "decode.test.alpha=1.0"])
+    assert DecodeSettings.from_config(cfg.decode.validation) == DecodeSettings(beam_size=1)
+    assert DecodeSettings.from_config(cfg.decode.test) == DecodeSettings(beam_size=3, alpha=1.0)
+    _, _, hparams = load_for_inference(resolve_checkpoint(runs["bahdanau"]))
+    assert hparams["decode"]["beam_size"] == 1 and hparams["decode"]["max_len_a"] == 0.5  # the runs' override
+
+    seen = []
+    monkeypatch.setattr(attnmt.evaluate, "evaluate", lambda run, options: seen.append(options) or {"results": {}})
+    evaluate_after_training(tmp_path, ["test"], 0, OmegaConf.to_container(cfg.decode.test, resolve=True))
+    assert seen[0].settings() == [DecodeSettings(beam_size=3, alpha=1.0), DecodeSettings(beam_size=1, alpha=1.0)]
+    with pytest.raises(ConfigError, match="decode.test.beam: unknown decoding setting"):
+        DecodeSettings.from_config({"beam": 4}, key="decode.test")

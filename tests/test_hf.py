@@ -114,7 +114,7 @@ def test_hf_config_trains_and_evaluates_offline(saved_dataset: Path, tmp_path: P
         "model=transformer", *TINY_MODEL["transformer"], "trainer=cpu", "data=hf", f"data.corpus.path={saved_dataset}",
         f"data.corpus.export_dir={tmp_path / 'export'}", f"data.cache_dir={tmp_path / 'cache'}",
         f"data.tokenizer.vocab_size={vocab}", "data.max_tokens=512", "data.num_workers=0", "data.num_proc=1",
-        f"paths.output_dir={run}", "task.val_decode.max_len_b=5", "trainer.enable_model_summary=false",
+        f"paths.output_dir={run}", "decode.validation.max_len_b=5", "trainer.enable_model_summary=false",
         "debug=limit", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "logger=none",
     ]
     cfg = compose(overrides)

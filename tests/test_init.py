@@ -13,13 +13,15 @@ from attnmt.errors import ConfigError
 from attnmt.models.rnn_seq2seq import RNNSeq2Seq
 from attnmt.models.transformer_seq2seq import TransformerSeq2Seq
 
+from attention_nodes import attention as node
+
 VOCAB = 500
 
 
 def models(init: str) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     return {
-        "rnn": RNNSeq2Seq(VOCAB, VOCAB, True, attention="luong", score="general", init=init),
+        "rnn": RNNSeq2Seq(VOCAB, VOCAB, True, attention=node("general"), step_order="luong", init=init),
         "transformer": TransformerSeq2Seq(VOCAB, VOCAB, True, init=init),
     }
 
@@ -59,4 +61,4 @@ def test_embedding_scales_per_family() -> None:
 
 def test_unknown_scheme_names_the_key() -> None:
     with pytest.raises(ConfigError, match="model.init='glorot'"):
-        RNNSeq2Seq(VOCAB, VOCAB, True, init="glorot")
+        RNNSeq2Seq(VOCAB, VOCAB, True, attention=node("general"), init="glorot")

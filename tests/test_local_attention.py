@@ -10,9 +10,11 @@ import torch
 from attnmt.errors import ConfigError
 from attnmt.models.transformer_seq2seq import TransformerSeq2Seq
 from attnmt.modules.attention import MultiHeadAttention, masked_softmax
-from attnmt.modules.rnn_attention import build_rnn_attention
-from attnmt.modules.local_attention import LocalAttention
-from attnmt.modules.sliding_window import WindowPlan, band
+from attnmt.modules.local_attention import LocalAttention, PredictiveLocalAttention
+from attnmt.modules.self_attention import FullSelfAttention
+from attnmt.modules.sliding_window import SlidingWindowSelfAttention, WindowPlan, band
+
+from attention_nodes import attention as node, build
 
 B, TQ, S, D = 3, 5, 9, 8
 LENGTHS = torch.tensor([9, 4, 6])
@@ -31,7 +33,7 @@ def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("score", ["general", "concat", "dot"])
 def test_weights_outside_the_window_are_exactly_zero(mode: str, score: str) -> None:
     torch.manual_seed(0)
-    attention = build_rnn_attention(score, D, D, attention_size=6, local=mode, local_window=2)
+    attention = build(score, D, D, attention_size=6, local=mode, half_width=2)
     query, memory = inputs()
     mask, positions = source_mask(), torch.arange(TQ) + 1
     _, weights = attention(query, memory, memory, mask, query_positions=positions)
@@ -45,7 +47,7 @@ def test_weights_outside_the_window_are_exactly_zero(mode: str, score: str) -> N
 
 
 def test_local_m_centre_is_the_target_step_clamped_to_the_source() -> None:
-    attention = build_rnn_attention("dot", D, D, attention_size=6, local="monotonic", local_window=1)
+    attention = build("dot", D, D, attention_size=6, local="monotonic", half_width=1)
     query, _ = inputs()
     centres = attention.centres(query, source_mask(), torch.arange(TQ) + 3)  # steps 3..7
     expected = torch.minimum((torch.arange(TQ) + 3)[None, :], LENGTHS[:, None] - 1).float()
@@ -57,7 +59,7 @@ def test_local_p_weights_are_a_gaussian_centred_at_the_predicted_position() -> N
     exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D/2, over the window, peaking next to p_t."""
     torch.manual_seed(0)
     half_width = 3
-    attention = build_rnn_attention("dot", D, D, attention_size=6, local="predictive", local_window=half_width)
+    attention = build("dot", D, D, attention_size=6, local="predictive", half_width=half_width)
     query, _ = inputs()
     memory = torch.zeros(B, S, D)  # dot scores all 0
     mask = source_mask()
@@ -77,7 +79,7 @@ def test_local_p_weights_are_a_gaussian_centred_at_the_predicted_position() -> N
 
 
 def test_local_p_centre_gets_gradients() -> None:
-    attention = build_rnn_attention("general", D, D, attention_size=6, local="predictive", local_window=2)
+    attention = build("general", D, D, attention_size=6, local="predictive", half_width=2)
     query, memory = inputs()
     context, _ = attention(query, memory, memory, source_mask(), query_positions=torch.arange(TQ))
     context.sum().backward()
@@ -87,22 +89,32 @@ def test_local_p_centre_gets_gradients() -> None:
 @pytest.mark.parametrize("score", ["general", "concat"])
 def test_local_m_with_a_window_covering_the_sentence_is_global_attention(score: str) -> None:
     torch.manual_seed(0)
-    local = build_rnn_attention(score, D, D, attention_size=6, local="monotonic", local_window=S)
+    local = build(score, D, D, attention_size=6, local="monotonic", half_width=S)
     query, memory = inputs()
     context, weights = local(query, memory, memory, source_mask(), query_positions=torch.arange(TQ))
     global_context, global_weights = local.scorer(query, memory, memory, source_mask())
     assert torch.equal(weights, global_weights) and torch.equal(context, global_context)
 
 
-def test_local_attention_config_errors_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="model.local_window"):
-        build_rnn_attention("general", D, D, 6, local="monotonic", local_window=0)
-    with pytest.raises(ConfigError, match="model.local_attention"):
-        build_rnn_attention("general", D, D, 6, local="gaussian", local_window=2)
+@pytest.mark.parametrize("half_width", [0, -2, 2.5, True])
+def test_local_attention_config_errors_name_the_key(half_width) -> None:
+    with pytest.raises(ConfigError, match=r"model\.attention\.half_width"):
+        build("general", D, D, 6, local="monotonic", half_width=half_width)
+
+
+def test_local_attention_needs_query_positions() -> None:
     with pytest.raises(ValueError, match="query_positions"):
         query, memory = inputs()
-        build_rnn_attention("general", D, D, 6, local="monotonic")(query, memory, memory, source_mask())
-    assert isinstance(build_rnn_attention("general", D, D, 6, local="predictive"), LocalAttention)
+        build("general", D, D, 6, local="monotonic")(query, memory, memory, source_mask())
+    local_p = build("general", D, D, 6, local="predictive")
+    assert isinstance(local_p, LocalAttention) and isinstance(local_p, PredictiveLocalAttention)
+
+
+def test_local_attention_builds_its_score_with_the_models_sizes() -> None:
+    local = node("dot", local="monotonic", half_width=2)(query_size=D, key_size=D, attention_size=6)
+    assert local.scorer.key_proj is None and local.half_width == 2
+    with pytest.raises(ConfigError, match=r"model\.attention\.bilinear=false"):  # the wrapped score's own check
+        node("dot", local="predictive")(query_size=D, key_size=D + 1, attention_size=6)
 
 
 # ---- sliding-window self-attention ------------------------------------------------------------
@@ -143,7 +155,8 @@ def test_window_covering_the_sentence_reproduces_full_attention_exactly() -> Non
     kwargs = dict(encoder_layers=2, decoder_layers=2, d_model=16, heads=2, ff_size=32, dropout=0.0)
     torch.manual_seed(0)
     full = TransformerSeq2Seq(23, 23, True, **kwargs).eval()
-    windowed = TransformerSeq2Seq(23, 23, True, encoder_window=40, decoder_window=40, **kwargs).eval()
+    windowed = TransformerSeq2Seq(23, 23, True, encoder_self_attention=SlidingWindowSelfAttention(40),
+                                  decoder_self_attention=SlidingWindowSelfAttention(40), **kwargs).eval()
     windowed.load_state_dict(full.state_dict())  # windows add no parameters
     src = torch.randint(4, 23, (3, 9))
     src_mask = torch.arange(9)[None, :] < torch.tensor([9, 5, 7])[:, None]
@@ -158,7 +171,7 @@ def test_a_short_window_really_restricts_the_encoder() -> None:
     """Changing a token far outside every window leaves a distant position's encoder output unchanged."""
     torch.manual_seed(0)
     model = TransformerSeq2Seq(23, 23, True, encoder_layers=2, decoder_layers=1, d_model=16, heads=2, ff_size=32,
-                               dropout=0.0, encoder_window=2).eval()
+                               dropout=0.0, encoder_self_attention=SlidingWindowSelfAttention(2)).eval()
     src = torch.randint(4, 23, (1, 20))
     changed = src.clone()
     changed[0, 19] = (src[0, 19] - 3) % 19 + 4
@@ -178,8 +191,22 @@ def test_windowed_dropout_runs_in_training_mode() -> None:
     assert out.shape == (2, 16, 8) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("key", ["encoder_window", "decoder_window"])
-@pytest.mark.parametrize("value", [0, -3])
-def test_window_config_errors_name_the_key(key: str, value: int) -> None:
+@pytest.mark.parametrize("value", [0, -3, 2.5, None])
+def test_window_config_errors_name_the_key(value) -> None:
+    with pytest.raises(ConfigError, match=r"window=.*model\.encoder_self_attention"):
+        SlidingWindowSelfAttention(value)
+
+
+@pytest.mark.parametrize("key", ["encoder_self_attention", "decoder_self_attention"])
+def test_a_self_attention_that_is_not_a_pattern_names_the_key(key: str) -> None:
     with pytest.raises(ConfigError, match=f"model.{key}"):
-        TransformerSeq2Seq(23, 23, True, d_model=16, heads=2, **{key: value})
+        TransformerSeq2Seq(23, 23, True, d_model=16, heads=2, **{key: 4})  # the old window int
+
+
+def test_one_pattern_object_per_stack_shared_by_its_layers() -> None:
+    window = SlidingWindowSelfAttention(3)
+    model = TransformerSeq2Seq(23, 23, True, encoder_layers=2, decoder_layers=2, d_model=16, heads=2,
+                               encoder_self_attention=window)
+    assert all(layer.pattern is window for layer in model.encoder.layers)
+    assert all(isinstance(layer.pattern, FullSelfAttention) for layer in model.decoder.layers)
+    assert len({id(layer.pattern) for layer in model.decoder.layers}) == 1

@@ -127,3 +127,30 @@ def test_statistics_pool_rows_over_maps_and_average_heads() -> None:
 def test_statistics_reject_mismatched_maps() -> None:
     with pytest.raises(ValueError, match="disagree"):
         attention_statistics([torch.full((1, 2, 3, 3), 1 / 3), torch.full((1, 1, 3, 3), 1 / 3)])
+
+
+def test_a_declared_statistic_is_computed_per_head_and_pooled(monkeypatch) -> None:
+    """A new attention statistic is one entry in metrics.ATTENTION_STATISTICS (its name, display name,
+    direction and a per-row or per-map function): attention_statistics computes it beside the others."""
+    from attnmt import metrics
+
+    first = metrics.AttentionStatistic("first_weight", "first weight", None, 3, per_row=lambda p, argmax: p[..., 0].sum(-1))
+    monkeypatch.setattr(metrics, "ATTENTION_STATISTICS", (*metrics.ATTENTION_STATISTICS, first))
+    short = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # [L=1, H=1, T=2, S=2]: first weights 1 and 0.5
+    long = torch.tensor([[[[0.0, 1.0], [0.25, 0.75], [1.0, 0.0]]]])  # 0, 0.25, 1
+    stats = attention_statistics([short, long])["layer_0"]
+    assert stats["head_0"]["first_weight"] == pytest.approx(2.75 / 5)  # mean over all five target rows
+    assert stats["mean"]["first_weight"] == pytest.approx(2.75 / 5)
+    assert set(stats["head_0"]) == {s.name for s in metrics.ATTENTION_STATISTICS}
+
+
+def test_declarations_are_consistent() -> None:
+    from attnmt.metrics import ATTENTION_STATISTICS, PRIMARY_METRIC, TEXT_METRICS, text_metric
+
+    for declared in (TEXT_METRICS, ATTENTION_STATISTICS):
+        names = [m.name for m in declared]
+        assert len(set(names)) == len(names) and all(m.display for m in declared)
+    assert all(m.scorer is not None for m in TEXT_METRICS)
+    assert all((s.per_row is None) != (s.per_map is None) for s in ATTENTION_STATISTICS)
+    assert text_metric(PRIMARY_METRIC).higher_is_better and text_metric(PRIMARY_METRIC).headline
+    assert text_metric("ter").best([40.0, 30.0]) == 30.0 and text_metric("bleu").best([20.0, 30.0]) == 30.0

@@ -10,38 +10,48 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch.nn import functional as F
 
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
 from attnmt.models.rnn_seq2seq import RNNSeq2Seq
 from attnmt.models.seq2seq import Seq2Seq
 from attnmt.models.transformer_seq2seq import TransformerSeq2Seq
+from attnmt.modules.sliding_window import SlidingWindowSelfAttention
+
+from attention_nodes import attention as node
+from model_configs import MODEL_CONFIGS, PAPER_PRESETS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 VOCAB = 23
 TINY_RNN = dict(embedding_size=16, encoder_hidden_size=8, hidden_size=16, attention_size=12, readout_size=16, dropout=0.0)
 
 VARIANTS = {
-    "bahdanau_gru": dict(attention="bahdanau", score="additive", input_feeding=False),
-    "bahdanau_lstm": dict(attention="bahdanau", score="additive", input_feeding=False, rnn_type="lstm"),
-    "luong_general_feed": dict(attention="luong", score="general", input_feeding=True),
-    "luong_general_nofeed": dict(attention="luong", score="general", input_feeding=False),
-    "luong_dot_feed": dict(attention="luong", score="dot", input_feeding=True),
-    "luong_dot_nofeed": dict(attention="luong", score="dot", input_feeding=False),
-    "luong_concat_feed": dict(attention="luong", score="concat", input_feeding=True),
-    "luong_concat_nofeed": dict(attention="luong", score="concat", input_feeding=False),
+    "bahdanau_gru": dict(step_order="bahdanau", attention=node("additive"), input_feeding=False),
+    "bahdanau_lstm": dict(step_order="bahdanau", attention=node("additive"), input_feeding=False, rnn_type="lstm"),
+    "luong_general_feed": dict(step_order="luong", attention=node("general"), input_feeding=True),
+    "luong_general_nofeed": dict(step_order="luong", attention=node("general"), input_feeding=False),
+    "luong_dot_feed": dict(step_order="luong", attention=node("dot"), input_feeding=True),
+    "luong_dot_nofeed": dict(step_order="luong", attention=node("dot"), input_feeding=False),
+    "luong_concat_feed": dict(step_order="luong", attention=node("concat"), input_feeding=True),
+    "luong_concat_nofeed": dict(step_order="luong", attention=node("concat"), input_feeding=False),
     "luong_lstm_2layers": dict(
-        attention="luong", score="general", input_feeding=True, rnn_type="lstm", encoder_layers=2, decoder_layers=2
+        step_order="luong", attention=node("general"), input_feeding=True, rnn_type="lstm", encoder_layers=2, decoder_layers=2
     ),
-    "luong_local_m": dict(attention="luong", score="general", input_feeding=True, local_attention="monotonic", local_window=2),
-    "luong_local_p_feed": dict(attention="luong", score="dot", input_feeding=True, local_attention="predictive", local_window=2),
+    "luong_local_m": dict(step_order="luong", attention=node("general", local="monotonic", half_width=2), input_feeding=True),
+    "luong_local_p_feed": dict(step_order="luong", attention=node("dot", local="predictive", half_width=2), input_feeding=True),
     "luong_local_p_nofeed": dict(
-        attention="luong", score="concat", input_feeding=False, local_attention="predictive", local_window=2
+        step_order="luong", attention=node("concat", local="predictive", half_width=2), input_feeding=False
     ),
-    "bahdanau_local_m": dict(attention="bahdanau", score="additive", input_feeding=False, local_attention="monotonic", local_window=1),
+    "luong_sparsemax_feed": dict(step_order="luong", attention=node("general", sparsemax=True), input_feeding=True),
+    "luong_sparsemax_nofeed": dict(step_order="luong", attention=node("concat", sparsemax=True), input_feeding=False),
+    "bahdanau_local_m": dict(
+        step_order="bahdanau", attention=node("additive", local="monotonic", half_width=1), input_feeding=False
+    ),
     "transformer": {},
-    "transformer_window": dict(encoder_window=1, decoder_window=1),  # windows far shorter than the sentences
+    "transformer_window": dict(  # windows far shorter than the sentences
+        encoder_self_attention=SlidingWindowSelfAttention(1), decoder_self_attention=SlidingWindowSelfAttention(1)
+    ),
 }
 # local-p multiplies the windowed softmax by a Gaussian (as in the paper): rows sum to at most 1
 NOT_NORMALISED = {"luong_local_p_feed", "luong_local_p_nofeed"}
@@ -165,9 +175,8 @@ def test_overfits_eight_sentences(variant: str) -> None:
 
 # ---- the YAML files: each composes with Hydra and instantiates as the training code will ----
 
-MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
-# the papers' sizes (GPU models, 30-180M parameters): composed, built and stepped in tests/test_presets.py
-PAPER_PRESETS = {"transformer_base", "luong_wmt", "rnnsearch"}
+# MODEL_CONFIGS: every configs/model/*.yaml; PAPER_PRESETS: the papers' sizes (GPU models, 30-180M
+# parameters, marked in their YAML), composed, built and stepped in tests/test_presets.py
 
 
 def compose_model(name: str):
@@ -179,7 +188,7 @@ def test_all_expected_model_configs_exist() -> None:
     assert {"bahdanau", "luong", "luong_dot", "luong_concat", "transformer"} <= set(MODEL_CONFIGS)
 
 
-@pytest.mark.parametrize("name", sorted(set(MODEL_CONFIGS) - PAPER_PRESETS))
+@pytest.mark.parametrize("name", sorted(set(MODEL_CONFIGS) - set(PAPER_PRESETS)))
 def test_model_yaml_instantiates_with_comparable_size(name: str) -> None:
     cfg = compose_model(name)
     model = instantiate(cfg, src_vocab_size=8000, tgt_vocab_size=8000, shared_vocab=True)
@@ -191,8 +200,28 @@ def test_model_yaml_instantiates_with_comparable_size(name: str) -> None:
     assert logits.shape == (2, 4, 8000) and attention.shape[-2:] == (4, 5)
 
 
-def test_luong_score_variants_only_override_the_score() -> None:
-    base, dot, concat = (compose_model(n) for n in ("luong", "luong_dot", "luong_concat"))
-    assert (dot.score, concat.score, base.score) == ("dot", "concat", "general")
-    for derived in (dot, concat):
-        assert {k: v for k, v in derived.items() if k != "score"} == {k: v for k, v in base.items() if k != "score"}
+@pytest.mark.parametrize("name", [n for n in MODEL_CONFIGS if n.startswith("luong_") and n not in PAPER_PRESETS])
+def test_luong_variants_differ_from_luong_only_in_their_attention(name: str) -> None:
+    base, derived = compose_model("luong"), compose_model(name)
+    assert derived.attention != base.attention
+    assert {k: v for k, v in derived.items() if k != "attention"} == {k: v for k, v in base.items() if k != "attention"}
+
+
+# Parameters of each shipped variant at a 97-word vocabulary, counted before attention became config
+# nodes (commit 1e5ed01): a YAML or constructor change that alters a model's size shows here.
+# Variants added later need no entry.
+PARAMETERS_AT_VOCAB_97 = {
+    "bahdanau": 1553505, "luong": 1224801, "luong_concat": 1290849, "luong_dot": 1159265,
+    "luong_local_m": 1224801, "luong_local_p": 1290593, "transformer": 5555456, "transformer_window": 5555456,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS_AT_VOCAB_97))
+def test_shipped_variants_keep_their_parameter_count(name: str) -> None:
+    model = instantiate(compose_model(name), src_vocab_size=97, tgt_vocab_size=97, shared_vocab=True)
+    assert model.num_parameters() == PARAMETERS_AT_VOCAB_97[name]
+
+
+def test_every_model_class_declares_its_family() -> None:
+    families = {get_class(compose_model(name)._target_).family for name in MODEL_CONFIGS}
+    assert families == {"rnn", "transformer"}

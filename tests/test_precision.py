@@ -9,13 +9,16 @@ import torch
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
 from attnmt.models.rnn_seq2seq import RNNSeq2Seq
 
+from attention_nodes import attention as node
+
 VOCAB = 40
 SIZES = dict(embedding_size=32, encoder_hidden_size=16, hidden_size=32, attention_size=24, readout_size=32, dropout=0.0)
 VARIANTS = {
-    "bahdanau": dict(attention="bahdanau", score="additive", input_feeding=False),
-    "luong_general": dict(attention="luong", score="general", input_feeding=True),
-    "luong_dot_no_feeding": dict(attention="luong", score="dot", input_feeding=False),
-    "luong_local_m_lstm": dict(attention="luong", score="general", input_feeding=True, local_attention="monotonic", rnn_type="lstm"),
+    "bahdanau": dict(step_order="bahdanau", attention=node("additive"), input_feeding=False),
+    "luong_general": dict(step_order="luong", attention=node("general"), input_feeding=True),
+    "luong_dot_no_feeding": dict(step_order="luong", attention=node("dot"), input_feeding=False),
+    "luong_local_m_lstm": dict(step_order="luong", attention=node("general", local="monotonic"), input_feeding=True, rnn_type="lstm"),
+    "luong_sparsemax": dict(step_order="luong", attention=node("general", sparsemax=True), input_feeding=True),
 }
 
 

@@ -24,10 +24,14 @@ from test_train import tiny_overrides
 PAPER = {
     "transformer_base": dict(encoder_layers=6, decoder_layers=6, d_model=512, heads=8, ff_size=2048, dropout=0.1,
                              tie_embeddings=True),
-    "luong_wmt": dict(attention="luong", score="general", input_feeding=True, rnn_type="lstm", embedding_size=1000,
+    "luong_wmt": dict(step_order="luong", input_feeding=True, rnn_type="lstm", embedding_size=1000,
                       encoder_hidden_size=500, hidden_size=1000, encoder_layers=4, decoder_layers=4, dropout=0.2),
-    "rnnsearch": dict(attention="bahdanau", score="additive", rnn_type="gru", embedding_size=620, encoder_hidden_size=1000,
+    "rnnsearch": dict(step_order="bahdanau", rnn_type="gru", embedding_size=620, encoder_hidden_size=1000,
                       hidden_size=1000, attention_size=1000, readout_size=500, encoder_layers=1, decoder_layers=1),
+}
+PAPER_ATTENTION = {  # the papers' global attention: general score (Luong), additive (Bahdanau)
+    "luong_wmt": {"_target_": "attnmt.modules.attention.DotProductAttention", "_partial_": True, "bilinear": True, "scaled": True},
+    "rnnsearch": {"_target_": "attnmt.modules.attention.AdditiveAttention", "_partial_": True},
 }
 NARROW = {
     "transformer_base": ["model.d_model=32", "model.ff_size=64"],  # 6 + 6 layers and 8 heads kept
@@ -41,6 +45,8 @@ NARROW = {
 def test_preset_composes_with_the_papers_sizes(name: str) -> None:
     cfg = compose([f"model={name}", "paths.output_dir=unused"])
     assert {key: cfg.model[key] for key in PAPER[name]} == PAPER[name]
+    if name in PAPER_ATTENTION:
+        assert cfg.model.attention == PAPER_ATTENTION[name]
     family = "noam" if name.startswith("transformer") else "rnn"
     assert cfg.optim.scheduler._target_.endswith("inverse_sqrt_schedule" if family == "noam" else "warmup_step_decay_schedule")
     if name == "transformer_base":

@@ -7,6 +7,7 @@ variant is in test_model_protocol.py.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pytest
 import torch
@@ -14,6 +15,9 @@ import torch
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
 from attnmt.errors import ConfigError
 from attnmt.models.rnn_seq2seq import RNNSeq2Seq
+from attnmt.modules.attention import DotProductAttention
+
+from attention_nodes import attention as node
 
 VOCAB = 19
 TINY = dict(embedding_size=16, encoder_hidden_size=8, hidden_size=16, attention_size=12, readout_size=16, dropout=0.0)
@@ -21,7 +25,7 @@ TINY = dict(embedding_size=16, encoder_hidden_size=8, hidden_size=16, attention_
 
 def tiny(**overrides) -> RNNSeq2Seq:
     torch.manual_seed(0)
-    settings = {**TINY, "attention": "luong", "score": "general", "input_feeding": True, **overrides}
+    settings = {**TINY, "step_order": "luong", "attention": node("general"), "input_feeding": True, **overrides}
     return RNNSeq2Seq(VOCAB, VOCAB, True, **settings)
 
 
@@ -51,14 +55,14 @@ def attention_after_changing_one_target_token(model: RNNSeq2Seq, position: int) 
 
 def test_bahdanau_attends_from_the_previous_state() -> None:
     # y_{t-1} enters the RNN after attention: changing input token t leaves attention at t alone
-    a, b = attention_after_changing_one_target_token(tiny(attention="bahdanau", score="additive", input_feeding=False), 2)
+    a, b = attention_after_changing_one_target_token(tiny(step_order="bahdanau", attention=node("additive"), input_feeding=False), 2)
     torch.testing.assert_close(a[:3], b[:3])
     assert not torch.allclose(a[3], b[3])
 
 
 @pytest.mark.parametrize("score", ["dot", "general", "concat"])
 def test_luong_attends_from_the_current_state(score: str) -> None:
-    a, b = attention_after_changing_one_target_token(tiny(score=score), 2)
+    a, b = attention_after_changing_one_target_token(tiny(attention=node(score)), 2)
     torch.testing.assert_close(a[:2], b[:2])
     assert not torch.allclose(a[2], b[2])
 
@@ -70,15 +74,15 @@ def test_input_feeding_widens_the_decoder_input() -> None:
 
 
 def test_bahdanau_feeds_context_into_the_rnn_and_uses_maxout() -> None:
-    model = tiny(attention="bahdanau", score="additive", input_feeding=False, readout_size=10, tie_embeddings=False)
+    model = tiny(step_order="bahdanau", attention=node("additive"), input_feeding=False, readout_size=10, tie_embeddings=False)
     assert model.decoder.rnn.cells[0].input_size == TINY["embedding_size"] + 2 * TINY["encoder_hidden_size"]
     assert model.decoder.readout.out_features == 2 * 10  # pairs pooled by max
     assert model.output.in_features == 10
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
-def test_tied_embeddings_share_one_table(attention: str) -> None:
-    extra = dict(attention="bahdanau", score="additive", input_feeding=False) if attention == "bahdanau" else {}
+@pytest.mark.parametrize("step_order", ["bahdanau", "luong"])
+def test_tied_embeddings_share_one_table(step_order: str) -> None:
+    extra = dict(step_order="bahdanau", attention=node("additive"), input_feeding=False) if step_order == "bahdanau" else {}
     tied = tiny(tie_embeddings=True, **extra)
     untied = tiny(tie_embeddings=False, **extra)
     assert tied.src_embed is tied.tgt_embed and tied.output.weight is tied.tgt_embed.weight
@@ -87,7 +91,7 @@ def test_tied_embeddings_share_one_table(attention: str) -> None:
 
 def test_tying_with_separate_vocabularies_ties_only_the_target(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
-        model = RNNSeq2Seq(11, VOCAB, False, **TINY, tie_embeddings=True)
+        model = RNNSeq2Seq(11, VOCAB, False, **TINY, attention=node(), tie_embeddings=True)
     assert model.src_embed is not model.tgt_embed
     assert model.output.weight is model.tgt_embed.weight
     assert model.src_embed.num_embeddings == 11
@@ -98,14 +102,16 @@ def test_tying_with_separate_vocabularies_ties_only_the_target(caplog: pytest.Lo
     ("overrides", "key"),
     [
         ({"rnn_type": "transformer"}, "model.rnn_type"),
-        ({"attention": "cosine"}, "model.attention"),
-        ({"score": "bilinear"}, "model.score"),
-        ({"attention": "bahdanau", "score": "additive", "input_feeding": True}, "model.input_feeding"),
+        ({"step_order": "cosine"}, "model.step_order"),
+        ({"attention": "general"}, "model.attention"),  # a name (the old string form), not a node
+        ({"attention": None}, "model.attention"),
+        ({"attention": partial(DotProductAttention, heads=2)}, "model.attention"),  # a key its class does not take
+        ({"step_order": "bahdanau", "attention": node("additive"), "input_feeding": True}, "model.input_feeding"),
         ({"hidden_size": 0}, "model.hidden_size"),
         ({"encoder_hidden_size": -8}, "model.encoder_hidden_size"),
         ({"decoder_layers": 0}, "model.decoder_layers"),
         ({"dropout": 1.0}, "model.dropout"),
-        ({"score": "dot", "hidden_size": 12}, "model.score"),
+        ({"attention": node("dot"), "hidden_size": 12}, "model.attention"),
         ({"tie_embeddings": True, "hidden_size": 12}, "model.tie_embeddings"),
     ],
 )

@@ -105,6 +105,21 @@ def test_a_checkpoint_whose_model_config_names_other_code_is_refused(trained, tm
     assert not marker.exists()
 
 
+def test_attention_nodes_load_only_from_attnmt_modules(trained, tmp_path) -> None:
+    """The model config's attention nodes (attnmt.modules.*) load; one naming other code is refused."""
+    checkpoint = load_checkpoint_file(trained)
+    model = checkpoint["hyper_parameters"]["model"]
+    assert model["encoder_self_attention"]["_target_"].startswith("attnmt.modules.")
+    load_for_inference(trained)
+    model["encoder_self_attention"] = {"_target_": "shutil.rmtree", "path": str(tmp_path / "keep")}
+    (tmp_path / "keep").mkdir()
+    path = tmp_path / "shared.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="model config would build 'shutil.rmtree'"):
+        load_for_inference(path)
+    assert (tmp_path / "keep").is_dir()
+
+
 def test_a_checkpoint_whose_run_config_names_other_code_is_refused_when_resuming(trained, tmp_path) -> None:
     checkpoint = load_checkpoint_file(trained)
     checkpoint[CONFIG_KEY]["callbacks"]["payload"] = {"_target_": "shutil.copyfile", "src": "/etc/hostname", "dst": "x"}

@@ -184,7 +184,7 @@ def test_beam_size_one_equals_greedy(model: torch.nn.Module, alpha: float) -> No
         assert g.score == g.logprob
         assert b.score == pytest.approx(b.logprob / length_penalty(len(b.output_ids), alpha), abs=1e-5)
         torch.testing.assert_close(g.attention, b.attention)
-    via_decode = decode_batch(controlled, src, src_mask, beam_size=1, max_len_a=1.0, max_len_b=3)
+    via_decode = decode_batch(controlled, src, src_mask, beam_size=1, alpha=0.6, max_len_a=1.0, max_len_b=3)
     assert [h.tokens for (h,) in via_decode] == [h.tokens for h in by_greedy]
 
 
@@ -213,7 +213,7 @@ def test_finished_sentence_does_not_stop_the_others(model: torch.nn.Module, beam
     src, src_mask = make_src([3, 12, 2, 7], seed=3)
     eos_at = torch.tensor([1, 15, 0, 6])  # EOS forced after 1, 15, 0 and 6 output tokens
     controlled = EosControl(model, eos_at=eos_at)
-    settings = dict(beam_size=beam_size, n_best=n_best, max_len_a=1.0, max_len_b=5)
+    settings = dict(beam_size=beam_size, alpha=0.6, n_best=n_best, max_len_a=1.0, max_len_b=5)
     found = decode_batch(controlled, src, src_mask, **settings)
     for i, hypotheses in enumerate(found):
         assert hypotheses[0].finished and len(hypotheses[0].tokens) == int(eos_at[i]), (i, hypotheses[0])
@@ -320,13 +320,13 @@ def test_beam_search_is_exact_when_the_beam_holds_everything() -> None:
 def test_without_attention_and_bad_arguments(model: torch.nn.Module) -> None:
     src, src_mask = make_src([4, 6], seed=6)
     controlled = EosControl(model)
-    with_weights = beam_search(controlled, src, src_mask, beam_size=2, max_len_b=4)
-    without = beam_search(controlled, src, src_mask, beam_size=2, max_len_b=4, need_attention=False)
+    with_weights = beam_search(controlled, src, src_mask, beam_size=2, alpha=0.6, max_len_a=1.5, max_len_b=4)
+    without = beam_search(controlled, src, src_mask, beam_size=2, alpha=0.6, max_len_a=1.5, max_len_b=4, need_attention=False)
     assert [h.tokens for (h,) in with_weights] == [h.tokens for (h,) in without]
     assert all(h.attention is None for (h,) in without)
-    assert all(h.attention is None for h in greedy(controlled, src, src_mask, need_attention=False))
+    assert all(h.attention is None for h in greedy(controlled, src, src_mask, 1.5, 10, need_attention=False))
     with pytest.raises(ValueError, match="n_best"):
-        beam_search(controlled, src, src_mask, beam_size=2, n_best=3)
+        beam_search(controlled, src, src_mask, beam_size=2, alpha=0.6, max_len_a=1.5, max_len_b=10, n_best=3)
 
 
 def test_protocol_and_length_penalty() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -11,15 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import get_class
 
 from attnmt.config import CONFIG_DIR, compose
 from attnmt.train import train
 
 from conftest import TINY_SIZES, TINY_VOCAB_SIZE, WRITTEN_VOCAB_SIZE, _find_multi30k
+from model_configs import PAPER_PRESETS, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ["bahdanau", "luong", "luong_dot", "luong_concat", "luong_local_m", "luong_local_p", "transformer", "transformer_window"]
-TINY_MODEL = {
+TINY_MODEL = {  # per model family (the class attribute `family`)
     "transformer": ["model.d_model=32", "model.heads=2", "model.ff_size=64", "model.encoder_layers=1", "model.decoder_layers=1"],
     "rnn": [
         "model.embedding_size=32", "model.encoder_hidden_size=16", "model.hidden_size=32",
@@ -29,14 +31,19 @@ TINY_MODEL = {
 SCALARS = ["train/loss", "train/lr", "train/tokens_per_s", "val/loss", "val/ppl", "val/bleu", "val/chrf"]
 
 
+@functools.cache
+def model_family(model: str) -> str:
+    """configs/model/<model>.yaml -> the family its class declares ("rnn", "transformer")."""
+    return get_class(compose([f"model={model}"]).model["_target_"]).family
+
+
 def tiny_overrides(parallel_dir: Path, cache_dir: Path, output_dir: Path, model: str = "transformer") -> list[str]:
     vocab = TINY_VOCAB_SIZE if _find_multi30k() is not None else WRITTEN_VOCAB_SIZE
-    family = "transformer" if model.startswith("transformer") else "rnn"
     return [
-        f"model={model}", *TINY_MODEL[family], "trainer=cpu", "data=parallel_text",
+        f"model={model}", *TINY_MODEL[model_family(model)], "trainer=cpu", "data=parallel_text",
         f"data.corpus.train={parallel_dir}/train", f"data.corpus.val={parallel_dir}/val",
         f"data.cache_dir={cache_dir}", f"data.tokenizer.vocab_size={vocab}", "data.max_tokens=512",
-        "data.num_workers=0", f"paths.output_dir={output_dir}", "task.val_decode.max_len_b=5",
+        "data.num_workers=0", f"paths.output_dir={output_dir}", "decode.validation.max_len_b=5",
         "trainer.enable_model_summary=false",
     ]
 
@@ -55,8 +62,8 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
-@pytest.mark.parametrize("model", FAMILIES)
-def test_fast_dev_run_every_family(model, tiny_parallel_dir, cache_dir, tmp_path):
+@pytest.mark.parametrize("model", VARIANTS)  # every configs/model/*.yaml but the paper-size presets
+def test_fast_dev_run_every_variant(model, tiny_parallel_dir, cache_dir, tmp_path):
     cfg = compose(tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, model) + ["debug=fast_dev_run"])
     metrics = train(cfg)
     assert metrics["global_step"] == 1
@@ -64,12 +71,28 @@ def test_fast_dev_run_every_family(model, tiny_parallel_dir, cache_dir, tmp_path
     assert 0 <= metrics["val/bleu"] <= 100
 
 
+@pytest.mark.parametrize("experiment", ["compare_equal_updates", "compare_multi30k_en_fr"])
+def test_the_comparisons_sweep_every_variant_but_the_presets(experiment: str) -> None:
+    """The comparison's sweeper line, as Hydra expands it, is exactly the variants the tests glob."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    sweep = OmegaConf.load(CONFIG_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params.model
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        [override] = parser.parse_overrides([f"model={sweep}"])
+        assert sorted(override.sweep_string_iterator()) == VARIANTS
+    assert PAPER_PRESETS and not set(PAPER_PRESETS) & set(VARIANTS)  # the presets' marker found, and excluded
+
+
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_runs(experiment, tiny_parallel_dir, cache_dir, tmp_path):
     cfg = compose([f"experiment={experiment}"])  # as shipped: must compose with its real data config
     assert cfg.trainer.max_time or cfg.trainer.max_steps > 0 or cfg.trainer.max_epochs > 0
-    model = cfg.model._target_.rsplit(".", 1)[-1]
-    family = "transformer" if model.startswith("Transformer") else "luong"
+    family = "transformer" if get_class(cfg.model._target_).family == "transformer" else "luong"
     overrides = [f"experiment={experiment}"] + tiny_overrides(tiny_parallel_dir, cache_dir, tmp_path, family)
     overrides = [o for o in overrides if not o.startswith("model=")] + ["debug=fast_dev_run"]
     metrics = train(compose(overrides))

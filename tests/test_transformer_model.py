@@ -13,6 +13,7 @@ from attnmt.data.vocab import BOS_ID, EOS_ID, padding_mask
 from attnmt.errors import ConfigError
 from attnmt.models.transformer_seq2seq import TransformerSeq2Seq
 from attnmt.modules.embeddings import sinusoidal_positions
+from attnmt.modules.sliding_window import SlidingWindowSelfAttention
 
 VOCAB = 21
 TINY = dict(encoder_layers=2, decoder_layers=2, d_model=16, heads=4, ff_size=24, dropout=0.0)
@@ -90,7 +91,7 @@ def test_cached_steps_equal_recomputing_the_whole_prefix(need_weights: bool, win
     """Beams sharing cross K/V, reorders applied by the next step's copy, two reorders in a row
     and a dropped sentence: every step's log-probs (and attention) equal a teacher-forced pass
     over the prefix."""
-    model = tiny(decoder_window=window).eval()
+    model = tiny(decoder_self_attention=None if window is None else SlidingWindowSelfAttention(window)).eval()
     src = torch.tensor([[5, 6, 7, 8, EOS_ID], [4, EOS_ID, 0, 0, 0], [9, 10, EOS_ID, 0, 0]])
     with torch.no_grad():
         seen = _decode_with_reorders(model, src, need_weights, steps=8, beams=3)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attnmt.inference import DecodeSettings, decode_ids, load_model, resolve_checkpoint, translate_lines
-from attnmt.translate import main
+from attnmt.cli.translate import main
 
 from test_evaluate import SHORT, SHORT_ARGS, evaluated_run, tiny_runs
 

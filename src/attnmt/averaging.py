@@ -7,7 +7,7 @@ Averaging checkpoints a few hundred updates apart (Vaswani et al. 2017 averaged 
   `every_n_train_steps` updates writes <run>/checkpoints/step<N>.ckpt and keeps the last `keep`
   of them (`keep: 0` turns it off); with `average_after_training` it writes their average to
   <run>/checkpoints/averaged.ckpt when training ends.
-- `average_checkpoints(paths, output)`: the same from files (scripts/average_checkpoints.py).
+- `average_checkpoints(paths, output)`: the same from files (attnmt-average = scripts/average_checkpoints.py).
 
 The averaged file is an ordinary training checkpoint (the first input's config, tokenizer and
 counters, averaged weights, no optimizer state): evaluate.py and translate.py read it as any other.

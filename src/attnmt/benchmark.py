@@ -1,4 +1,4 @@
-"""Training and decoding speed of the model presets on real batches (scripts/benchmark.py).
+"""Training and decoding speed of the model presets on real batches (attnmt-benchmark, scripts/benchmark.py).
 
 Per family (a configs/model/ name) and device, on the batches training really uses (the
 TranslationDataModule's token buckets, epoch 0 of the training order):
@@ -12,6 +12,10 @@ equal and the gap between them is the cost of the data pipeline and the loop.
 - decoding: sentences/s of greedy and beam search over the first N validation sentences.
 
 Throughput counts real target tokens (EOS included, padding excluded) per second of wall time.
+With reference figures (Settings.references, `--reference FILE`: tokens/s of another toolkit per
+"<transformer|rnn>/<device>" and optionally a target ratio) each training record also gets its
+ratio to them; measured figures and targets live in docs/benchmarks.md and
+scripts/benchmark_reference.json, never here.
 Peak memory: peak RSS of this process on the CPU (reset before each measurement where Linux
 allows it), peak allocated tensor memory on a GPU.
 """
@@ -43,17 +47,13 @@ from attnmt.cpu_memory import retain_freed_memory
 from attnmt.data.batch import Batch
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.errors import CheckpointError, ConfigError
+from attnmt.inference import DecodeSettings
 from attnmt.modules.embeddings import count_parameters
 from attnmt.search import beam_search, greedy
 from attnmt.train import build_task
 
 MODES = ("model", "lightning")
 PRECISIONS = ("32", "bf16-mixed")
-# Reference toolkit (issue "Performance"), steady-state target tokens/s at 4096-token batches:
-# CPU = this project's 2-core machine, cuda = one H100. Ratios are only meaningful on that hardware.
-REFERENCE_TOKENS_PER_S = {("transformer", "cpu"): 900.0, ("transformer", "cuda"): 48_000.0,
-                          ("rnn", "cpu"): 1_100.0, ("rnn", "cuda"): 16_000.0}
-TARGET_RATIO = {("transformer", "cpu"): 2.0, ("transformer", "cuda"): 5.0, ("rnn", "cpu"): 3.0, ("rnn", "cuda"): 8.0}
 
 
 @dataclass
@@ -72,10 +72,12 @@ class Settings:
     compile: bool = False  # torch.compile the Transformer's model
     retain_memory: bool = True  # cpu_memory.retain_freed_memory(), as training does (False: glibc's defaults)
     decode_sentences: int = 200
-    beam_size: int = 5
+    beam_size: int = field(default_factory=lambda: DecodeSettings().beam_size)  # greedy is always measured too
     checkpoints: dict[str, str] = field(default_factory=dict)  # family -> .ckpt whose weights decode
     overrides: tuple[str, ...] = ()
     family_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # applied after `overrides`
+    # "<reference_key>/<device>" (e.g. "transformer/cpu") -> {"tokens_per_s": float, "target_ratio": float (optional)}
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def check(self) -> None:
         known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -138,8 +140,10 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def reference_key(cfg: DictConfig) -> str:
-    """'transformer' or 'rnn': which reference figure a model config compares with."""
-    return "transformer" if "Transformer" in str(cfg.model["_target_"]) else "rnn"
+    """The model class's declared family ('transformer', 'rnn', ...): which reference figure it compares with."""
+    from hydra.utils import get_class
+
+    return get_class(str(cfg.model["_target_"])).family
 
 
 # --- configuration and data --------------------------------------------------------------------
@@ -299,7 +303,9 @@ def measure_decoding(model, weights: str, family: str, cfg: DictConfig, datamodu
     sampler = TokenBucketSampler(dataset.src_lengths[:count] + SPECIALS_PER_SIDE, dataset.tgt_lengths[:count] + SPECIALS_PER_SIDE,
                                  cfg.data.eval_max_tokens, shuffle=False)
     batches = [collate([dataset[i] for i in indices]).to(device) for indices in sampler.batches()]
-    limits = dict(cfg.task.val_decode)
+    validation = DecodeSettings.from_config(cfg.decode.validation, key="decode.validation")
+    limits = {"max_len_a": validation.max_len_a, "max_len_b": validation.max_len_b}  # as validation decodes
+    alpha = DecodeSettings().alpha
     model.eval()
     records = []
     for search in ("greedy", f"beam{settings.beam_size}"):
@@ -312,7 +318,7 @@ def measure_decoding(model, weights: str, family: str, cfg: DictConfig, datamodu
                     found = greedy(model, batch.src, batch.src_mask, need_attention=False, **limits)
                 else:
                     found = [n_best[0] for n_best in beam_search(model, batch.src, batch.src_mask, beam_size=settings.beam_size,
-                                                                 need_attention=False, **limits)]
+                                                                 alpha=alpha, need_attention=False, **limits)]
             output_tokens += sum(len(h.output_ids) for h in found)
         seconds = time.perf_counter() - started
         records.append({"family": family, "device": device.type, "kind": "decode", "mode": search, "sentences": count,
@@ -368,13 +374,30 @@ def median_run(runs: list[dict]) -> dict:
     return median
 
 
-def add_reference_ratios(record: dict) -> dict:
-    key = (record.get("reference"), record["device"])
-    if record.get("kind") == "train" and key in REFERENCE_TOKENS_PER_S:
-        record["reference_tokens_per_s"] = REFERENCE_TOKENS_PER_S[key]
-        record["ratio_to_reference"] = record["tokens_per_s"] / REFERENCE_TOKENS_PER_S[key]
-        record["target_ratio"] = TARGET_RATIO[key]
+def add_reference_ratios(record: dict, references: dict[str, dict[str, float]]) -> dict:
+    """A training record + its ratio to the reference figure of its kind and device, when one is given."""
+    reference = references.get(f"{record.get('reference')}/{record['device']}")
+    if record.get("kind") == "train" and reference:
+        record["reference_tokens_per_s"] = float(reference["tokens_per_s"])
+        record["ratio_to_reference"] = record["tokens_per_s"] / float(reference["tokens_per_s"])
+        if "target_ratio" in reference:
+            record["target_ratio"] = float(reference["target_ratio"])
     return record
+
+
+def read_references(path: str | Path) -> dict[str, dict[str, float]]:
+    """A reference file (JSON: {"transformer/cpu": {"tokens_per_s": 900, "target_ratio": 2}, ...})."""
+    import json
+
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--reference {path}: not a readable JSON file ({err})") from None
+    entries = found.get("references", found) if isinstance(found, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) and "tokens_per_s" in v for v in entries.values()):
+        raise ConfigError(f'--reference {path}: expected {{"<transformer|rnn>/<cpu|cuda>": {{"tokens_per_s": N, '
+                          f'"target_ratio": R}}, ...}}')
+    return {key: value for key, value in entries.items()}
 
 
 def machine() -> dict:
@@ -407,7 +430,8 @@ def run(settings: Settings, progress: Callable[[dict], None] | None = None) -> d
                     report["runs"].append({"family": family, "device": device_name, "kind": "skipped", "mode": "-",
                                            "reason": "no CUDA device"})
                     continue
-                report["runs"] += [add_reference_ratios(r) for r in benchmark_family(family, settings, device, Path(output_dir))]
+                report["runs"] += [add_reference_ratios(r, settings.references)
+                                   for r in benchmark_family(family, settings, device, Path(output_dir))]
                 if progress is not None:
                     progress(report)
     return report
@@ -418,7 +442,9 @@ def format_table(report: dict) -> str:
     rows = [("family", "device", "mode", "tok/s", "ms/step", "peak MiB", "params", "x ref (target)")]
     for r in report["runs"]:
         if r["kind"] == "train":
-            ratio = f"{r['ratio_to_reference']:.2f}x (>={r['target_ratio']:g}x)" if "ratio_to_reference" in r else "-"
+            ratio = f"{r['ratio_to_reference']:.2f}x" if "ratio_to_reference" in r else "-"
+            if "target_ratio" in r:
+                ratio += f" (>={r['target_ratio']:g}x)"
             speed = f"{r['tokens_per_s']:,.0f}"
             if r.get("repeats", 1) > 1:  # median (slowest-fastest)
                 speed += f" ({min(r['tokens_per_s_runs']):,.0f}-{max(r['tokens_per_s_runs']):,.0f})"

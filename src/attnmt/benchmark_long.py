@@ -1,4 +1,4 @@
-"""Time and memory of full vs sliding-window self-attention as inputs grow (scripts/benchmark_long.py).
+"""Time and memory of full vs sliding-window self-attention as inputs grow (attnmt-benchmark-long = scripts/benchmark_long.py).
 
 The Transformer preset's encoder (configs/model/transformer.yaml sizes: 3 layers, d_model 256,
 4 heads, ff 1024, vocabulary 8000) runs forward + backward on random token ids of each length,
@@ -17,6 +17,8 @@ import torch
 
 from attnmt.benchmark import machine, peak_memory_mb, reset_peak_memory, synchronize
 from attnmt.models.transformer_seq2seq import TransformerSeq2Seq
+from attnmt.modules.self_attention import FullSelfAttention
+from attnmt.modules.sliding_window import SlidingWindowSelfAttention
 
 PRESET = dict(encoder_layers=3, decoder_layers=1, d_model=256, heads=4, ff_size=1024, dropout=0.0)
 VOCAB = 8000
@@ -39,7 +41,8 @@ def saved_for_backward_mb(forward) -> tuple[torch.Tensor, float]:
 def measure(length: int, window: int | None, batch: int, device: torch.device, repeats: int) -> dict:
     """Mean seconds of one encoder forward + backward at this length, and peak memory."""
     torch.manual_seed(0)
-    model = TransformerSeq2Seq(VOCAB, VOCAB, True, encoder_window=window, **PRESET).to(device).train()
+    pattern = FullSelfAttention() if window is None else SlidingWindowSelfAttention(window)
+    model = TransformerSeq2Seq(VOCAB, VOCAB, True, encoder_self_attention=pattern, **PRESET).to(device).train()
     src = torch.randint(4, VOCAB, (batch, length), device=device)
     src_mask = torch.ones(batch, length, dtype=torch.bool, device=device)
 

@@ -188,19 +188,24 @@ class ValidationReport(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
             return
+        from attnmt.metrics import PRIMARY_METRIC, text_metric, text_metrics
+
         metrics = trainer.callback_metrics
-        if "val/bleu" not in metrics:
+        if f"val/{PRIMARY_METRIC}" not in metrics:
             return
-        bleu, step = float(metrics["val/bleu"]), trainer.global_step
+        primary, step = text_metric(PRIMARY_METRIC), trainer.global_step
+        score = float(metrics[f"val/{PRIMARY_METRIC}"])
         best = getattr(pl_module, "best_val_bleu", None)  # the task keeps it, across resumes too
-        best = bleu if best is None else best
-        if bleu >= best - 1e-4:  # the logged value went through float32
+        best = score if best is None else best
+        if score >= best - 1e-4:  # the logged value went through float32
             self._best_step = step
         at = f"at step {self._best_step}" if self._best_step is not None else "before the resume"
+        scores = " ".join(f"{m.display} {m.format(float(metrics.get(f'val/{m.name}', float('nan'))))}"
+                          for m in text_metrics(headline_only=True))  # metrics.TEXT_METRICS
         with external_write_mode():  # a line of its own, not glued to the progress bar
-            log.info("validation step %d epoch %d: val loss %.3f BLEU %.2f chrF %.2f (best %.2f %s) elapsed %s",
-                     step, trainer.current_epoch, float(metrics.get("val/loss", float("nan"))), bleu,
-                     float(metrics.get("val/chrf", float("nan"))), best, at, _clock(time.monotonic() - self._started))
+            log.info("validation step %d epoch %d: val loss %.3f %s (best %s %s) elapsed %s",
+                     step, trainer.current_epoch, float(metrics.get("val/loss", float("nan"))), scores,
+                     primary.format(best), at, _clock(time.monotonic() - self._started))
 
 
 class TimedProgressBar(TQDMProgressBar):

@@ -25,6 +25,7 @@ from torch.serialization import safe_globals
 
 from attnmt.errors import CheckpointError
 from attnmt.atomic import atomic_file
+from attnmt.models.legacy import upgrade_checkpoint
 
 TOKENIZER_KEY = "attnmt_tokenizer"
 CONFIG_KEY = "attnmt_config"  # the run's composed config (resolved): what ckpt_path= resumes with
@@ -76,7 +77,8 @@ def load_checkpoint_file(path, map_location=None, mmap: bool = False) -> dict[st
         raise CheckpointError(f"checkpoint not found: {path}. Give an existing .ckpt file (e.g. <run>/checkpoints/last.ckpt).")
     try:
         with safe_globals(_legacy_numpy_globals()):  # scoped: the allow-list never outlives this load
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+            loaded = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+        return upgrade_checkpoint(loaded, ("hyper_parameters", CONFIG_KEY))  # model configs of older attnmt
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"checkpoint {path} holds more than tensors and plain data ({_refused_global(str(error))}): attnmt does not "

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from attnmt.data.corpus import read_lines
 from attnmt.errors import DataError
-from attnmt.metrics import paired_significance
+from attnmt.metrics import PRIMARY_METRIC, attention_statistic_list, paired_significance, text_metric, text_metrics
 
 log = logging.getLogger("attnmt.compare")
 
@@ -48,12 +48,12 @@ class RunRecord:
     train_seconds: float | None = None
     global_step: int | None = None
     tokens_per_s: float | None = None
-    best_val_bleu: float | None = None
+    best_val_bleu: float | None = None  # of the primary metric (metrics.PRIMARY_METRIC)
     val_curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, BLEU)
     val_curve_updates: list[tuple[int, float]] = field(default_factory=list)  # (updates, BLEU)
     test: dict[str, Any] | None = None  # the eval/metrics.json entry used (beam 5 preferred)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> 95% interval
-    p_value: float | None = None  # against the best system (BLEU)
+    p_value: float | None = None  # against the best system (primary metric)
 
 
 def job_folders(multirun_dir: Path) -> list[Path]:
@@ -103,14 +103,24 @@ def _failure_reason(run: Path) -> str:
     return "no train_metrics.json and no checkpoint: the job crashed before its first checkpoint"
 
 
-def read_run(run: Path, split: str) -> RunRecord:
+def _default_decoding(beam_size: int | None = None) -> str:
+    """The metrics.json label ("beam5", "greedy") of a beam size; None = inference.DecodeSettings' default."""
+    from attnmt.inference import DecodeSettings
+
+    return (DecodeSettings() if beam_size is None else DecodeSettings(beam_size=beam_size)).name
+
+
+def read_run(run: Path, split: str, decoding: str | None = None) -> RunRecord:
+    """One job folder; its test entry is `<split>/<decoding>` (default: the default beam), else greedy,
+    else any decoding of the split."""
     config = OmegaConf.load(run / ".hydra" / "config.yaml")
     record = RunRecord(run, _variant(run, config), config.get("seed"), status="failed")
     scalars, start = _scalars(run)
-    if start is not None and "val/bleu" in scalars:
-        record.val_curve = [(wall - start, value) for wall, _, value in scalars["val/bleu"]]
+    val_tag = f"val/{PRIMARY_METRIC}"
+    if start is not None and val_tag in scalars:
+        record.val_curve = [(wall - start, value) for wall, _, value in scalars[val_tag]]
         # Lightning logs validation at the step of the last update (N-1 after N updates)
-        record.val_curve_updates = sorted({step + 1: value for _, step, value in scalars["val/bleu"]}.items())
+        record.val_curve_updates = sorted({step + 1: value for _, step, value in scalars[val_tag]}.items())
     speeds = [value for _, _, value in scalars.get("train/tokens_per_s", [])]
     if speeds:
         record.tokens_per_s = statistics.fmean(speeds[1:] if len(speeds) > 2 else speeds)  # first is warm-up
@@ -122,7 +132,7 @@ def read_run(run: Path, split: str) -> RunRecord:
         record.parameters = metrics.get("parameters")
         record.train_seconds = metrics.get("train_seconds")
         record.global_step = int(metrics.get("global_step", 0))
-        record.best_val_bleu = metrics.get("best/val_bleu", metrics.get("val/bleu"))
+        record.best_val_bleu = metrics.get(f"best/val_{PRIMARY_METRIC}", metrics.get(val_tag))
     elif (run / "checkpoints" / "last.ckpt").is_file():
         record.status, record.reason = "unfinished", "stopped before train_metrics.json was written (killed?)"
     else:
@@ -131,7 +141,7 @@ def read_run(run: Path, split: str) -> RunRecord:
     eval_file = run / "eval" / "metrics.json"
     if eval_file.is_file():
         entries = json.loads(eval_file.read_text())
-        for key in (f"{split}/beam5", f"{split}/greedy"):
+        for key in (f"{split}/{decoding or _default_decoding()}", f"{split}/greedy"):
             if key in entries:
                 record.test = entries[key]
                 break
@@ -142,10 +152,12 @@ def read_run(run: Path, split: str) -> RunRecord:
 
 
 def collect(multirun_dir: Path, split: str = "test_2016_flickr", evaluate_missing: bool = False,
-            beam_size: int = 5, alignment: bool = False) -> list[RunRecord]:
+            beam_size: int | None = None, alignment: bool = False) -> list[RunRecord]:
     """Read every job; evaluate_missing decodes finished runs without test scores, alignment=True
-    (re-)evaluates finished runs whose test entry has no attention-as-alignment scores."""
-    records = [read_run(job, split) for job in job_folders(multirun_dir)]
+    (re-)evaluates finished runs whose test entry has no attention-as-alignment scores. beam_size:
+    the decoding to report and evaluate with (None: inference.DecodeSettings' default)."""
+    decoding = _default_decoding(beam_size)
+    records = [read_run(job, split, decoding) for job in job_folders(multirun_dir)]
     if evaluate_missing or alignment:
         from attnmt.evaluate import evaluate
 
@@ -153,8 +165,9 @@ def collect(multirun_dir: Path, split: str = "test_2016_flickr", evaluate_missin
             missing = record.test is None and evaluate_missing
             if record.status == "finished" and (missing or (alignment and "alignment" not in (record.test or {}))):
                 log.info("evaluating %s on %s%s", record.path, split, " with --alignment" if alignment else "")
-                evaluate(record.path, splits=[split], beam_sizes=(beam_size,), num_maps=1, alignment=alignment)
-                record.test = read_run(record.path, split).test
+                beams = {} if beam_size is None else {"beam_sizes": (beam_size,)}
+                evaluate(record.path, splits=[split], num_maps=1, alignment=alignment, **beams)
+                record.test = read_run(record.path, split, decoding).test
     _add_confidence_intervals(records)
     return records
 
@@ -164,23 +177,30 @@ def _lines(path: str) -> list[str]:
 
 
 def _add_confidence_intervals(records: list[RunRecord]) -> None:
-    """Paired bootstrap of every scored run against the best one on the same references."""
+    """Paired bootstrap of every scored run against the best one (metrics.PRIMARY_METRIC, in its
+    direction) on the same references, for the headline metrics of metrics.TEXT_METRICS."""
     scored = [r for r in records if r.test is not None]
     if not scored:
         return
-    best = max(scored, key=lambda r: r.test["scores"]["bleu"]["score"])
+    primary = text_metric(PRIMARY_METRIC)
+    best_score = primary.best([r.test["scores"][PRIMARY_METRIC]["score"] for r in scored])
+    best = next(r for r in scored if r.test["scores"][PRIMARY_METRIC]["score"] == best_score)
     best_hyps, refs = _lines(best.test["hypothesis_file"]), _lines(best.test["reference_file"])
+    names = [m.name for m in text_metrics(headline_only=True)]
     for record in scored:
-        result = paired_significance(best_hyps, _lines(record.test["hypothesis_file"]), refs, metrics=("bleu", "chrf"))
+        result = paired_significance(best_hyps, _lines(record.test["hypothesis_file"]), refs, metrics=names)
         record.ci = {name: tuple(values["system_ci"]) for name, values in result.items()}
-        record.p_value = None if record is best else float(result["bleu"]["p_value"])
+        record.p_value = None if record is best else float(result[PRIMARY_METRIC]["p_value"])
 
 
 # ------------------------------------------------------------------------------ tables
-COLUMNS = ["variant", "seeds", "status", "parameters_M", "updates", "train_minutes", "tokens_per_s", "best_val_bleu",
-           "test_bleu", "test_bleu_ci95", "test_chrf", "test_chrf_ci95", "p_vs_best", "attn_entropy",
-           "attn_max_weight", "attn_monotonicity", "aer_best", "aer_best_map", "aer_last_layer_mean", "aer_output_best",
-           "aer_diagonal"]
+def columns() -> list[str]:
+    """The table's columns: the headline text metrics (metrics.TEXT_METRICS) with their intervals and
+    every attention statistic (metrics.ATTENTION_STATISTICS) come from the declarations."""
+    text = [column for m in text_metrics(headline_only=True) for column in (f"test_{m.name}", f"test_{m.name}_ci95")]
+    return ["variant", "seeds", "status", "parameters_M", "updates", "train_minutes", "tokens_per_s",
+            f"best_val_{PRIMARY_METRIC}", *text, "p_vs_best", *(f"attn_{s.name}" for s in attention_statistic_list()),
+            "aer_best", "aer_best_map", "aer_last_layer_mean", "aer_output_best", "aer_diagonal"]
 
 
 def _mean_std(values: list[float], digits: int = 1) -> str:
@@ -195,7 +215,7 @@ def _mean_std(values: list[float], digits: int = 1) -> str:
 def _attention_means(record: RunRecord) -> dict[str, float]:
     """Head- and layer-averaged statistics of the run's evaluation (see metrics.attention_statistics)."""
     stats = (record.test or {}).get("attention_statistics") or {}
-    names = ("entropy", "max_weight", "monotonicity")
+    names = [s.name for s in attention_statistic_list()]
     pooled = {n: [layer["mean"][n] for layer in stats.values() if "mean" in layer and n in layer["mean"]] for n in names}
     return {n: float(np.nanmean(v)) if v else math.nan for n, v in pooled.items()}
 
@@ -224,8 +244,6 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
     for variant in sorted({r.variant for r in finished}):
         group = [r for r in finished if r.variant == variant]
         scored = [r for r in group if r.test is not None]
-        bleu = [r.test["scores"]["bleu"]["score"] for r in scored]
-        chrf = [r.test["scores"]["chrf"]["score"] for r in scored]
         attention = [_attention_means(r) for r in scored]
 
         def interval(metric: str) -> str:
@@ -235,19 +253,24 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
         p_values = [r.p_value for r in scored if r.p_value is not None]
         aligned = [a for a in (_alignment_summary(r) for r in scored) if a is not None]
         best_maps = sorted({a["best_map"] for a in aligned})
-        rows.append({
+        row = {
             "variant": variant, "seeds": str(len(group)), "status": "finished",
             "parameters_M": _mean_std([r.parameters / 1e6 for r in group if r.parameters], 2),
             "updates": _mean_std([r.global_step for r in group if r.global_step], 0),
             "train_minutes": _mean_std([r.train_seconds / 60 for r in group if r.train_seconds]),
             "tokens_per_s": _mean_std([r.tokens_per_s for r in group], 0),
-            "best_val_bleu": _mean_std([r.best_val_bleu for r in group]),
-            "test_bleu": _mean_std(bleu), "test_bleu_ci95": interval("bleu"),
-            "test_chrf": _mean_std(chrf), "test_chrf_ci95": interval("chrf"),
+            f"best_val_{PRIMARY_METRIC}": _mean_std([r.best_val_bleu for r in group]),
+        }
+        # mean ± std over seeds: one digit fewer than a single value (Measure.digits)
+        for metric in text_metrics(headline_only=True):
+            row[f"test_{metric.name}"] = _mean_std([r.test["scores"][metric.name]["score"] for r in scored
+                                                    if metric.name in r.test["scores"]], metric.digits - 1)
+            row[f"test_{metric.name}_ci95"] = interval(metric.name)
+        for statistic in attention_statistic_list():
+            row[f"attn_{statistic.name}"] = _mean_std([a[statistic.name] for a in attention], statistic.digits - 1)
+        rows.append({
+            **row,
             "p_vs_best": f"{max(p_values):.3f}" if p_values else "best",
-            "attn_entropy": _mean_std([a["entropy"] for a in attention], 2),
-            "attn_max_weight": _mean_std([a["max_weight"] for a in attention], 2),
-            "attn_monotonicity": _mean_std([a["monotonicity"] for a in attention], 2),
             "aer_best": _mean_std([a["best"] for a in aligned], 3),
             "aer_best_map": ", ".join(best_maps) if best_maps else "-",
             "aer_last_layer_mean": _mean_std([a["last_mean"] for a in aligned], 3),
@@ -256,7 +279,7 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, str]]:
         })
     for record in records:
         if record.status != "finished":
-            row = {column: "-" for column in COLUMNS}
+            row = {column: "-" for column in columns()}
             row.update(variant=record.variant, seeds=str(record.seed), status=f"{record.status}: {record.reason}")
             rows.append(row)
     return rows
@@ -266,19 +289,21 @@ def write_tables(rows: list[dict[str, str]], folder: Path, split: str) -> tuple[
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "report.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns())
         writer.writeheader()
         writer.writerows(rows)
     md_path = folder / "report.md"
-    lines = [f"Test split: {split}. BLEU/chrF: sacreBLEU, 95% CI from paired bootstrap against the best system; "
-             "p_vs_best: paired bootstrap p-value of the BLEU difference to the best system. "
+    headline = "/".join(m.display for m in text_metrics(headline_only=True))
+    primary = text_metric(PRIMARY_METRIC).display
+    lines = [f"Test split: {split}. {headline}: sacreBLEU, 95% CI from paired bootstrap against the best system; "
+             f"p_vs_best: paired bootstrap p-value of the {primary} difference to the best system. "
              "aer_*: alignment error rate of cross-attention (argmax source word per target word) against the "
              "statistical reference alignments (evaluate --alignment): aer_best = the best layer/head (named in "
              "aer_best_map) of teacher-forced attention on the references, aer_last_layer_mean = the last layer's mean "
              "of heads, aer_output_best = the best map on the model's own output, aer_diagonal = a diagonal baseline.",
              "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+             "| " + " | ".join(columns()) + " |", "|" + "---|" * len(columns())]
+    lines += ["| " + " | ".join(row[c] for c in columns()) + " |" for row in rows]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return md_path, csv_path
 
@@ -297,7 +322,7 @@ def _curve_figure(curves: list[tuple[str, list[tuple[float, float]]]], xlabel: s
             xs, bleu = zip(*points)
             ax.plot(xs, bleu, marker="o", label=label)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation BLEU (greedy)")
+    ax.set_ylabel(f"validation {text_metric(PRIMARY_METRIC).display} (decode.validation)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure
@@ -382,7 +407,7 @@ def alignment_figure(records: list[RunRecord]):
 
 
 def compare(multirun_dir: str | Path, split: str = "test_2016_flickr", evaluate_missing: bool = False,
-            beam_size: int = 5, output_dir: str | Path | None = None, alignment: bool = False) -> dict[str, Any]:
+            beam_size: int | None = None, output_dir: str | Path | None = None, alignment: bool = False) -> dict[str, Any]:
     """Collect, (evaluate,) tabulate and plot a sweep; returns {"records", "rows", "files"}."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -407,8 +432,9 @@ def compare(multirun_dir: str | Path, split: str = "test_2016_flickr", evaluate_
         for record in records:
             if record.test is not None:
                 tag = f"{record.variant}_seed{record.seed}"
-                writer.add_scalar(f"comparison/test_bleu/{tag}", record.test["scores"]["bleu"]["score"], 0)
-                writer.add_scalar(f"comparison/test_chrf/{tag}", record.test["scores"]["chrf"]["score"], 0)
+                for metric in text_metrics(headline_only=True):
+                    if metric.name in record.test["scores"]:
+                        writer.add_scalar(f"comparison/test_{metric.name}/{tag}", record.test["scores"][metric.name]["score"], 0)
                 aligned = _alignment_summary(record)
                 if aligned is not None and not math.isnan(aligned["best"]):
                     writer.add_scalar(f"comparison/aer_best/{tag}", aligned["best"], 0)

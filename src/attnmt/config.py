@@ -4,6 +4,8 @@ Resolvers (registered on import):
   ${attnmt.project_root:}   the repository root (env ATTNMT_ROOT overrides), so runs work from any cwd
   ${attnmt.auto_precision:} "bf16-mixed" on a CUDA device that supports it, else "32-true"
   ${attnmt.auto_workers:}   DataLoader workers: 1 with a GPU, 0 on a CPU-only machine
+  ${attnmt.decode_default:<field>}  a default of attnmt.inference.DecodeSettings (beam_size, alpha,
+                            max_len_a, max_len_b, max_tokens): the decoding defaults are declared there only
 """
 
 from __future__ import annotations
@@ -36,9 +38,15 @@ def auto_workers() -> int:
     return 1 if torch.cuda.is_available() else 0
 
 
+def decode_default(name: str):
+    from attnmt.inference import decode_default as default  # late: only configs that decode need it
+
+    return default(name)
+
+
 def register_resolvers() -> None:
     resolvers = (("attnmt.project_root", project_root), ("attnmt.auto_precision", auto_precision),
-                 ("attnmt.auto_workers", auto_workers))
+                 ("attnmt.auto_workers", auto_workers), ("attnmt.decode_default", decode_default))
     for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -1,9 +1,11 @@
 """Evaluate a checkpoint: decode splits, score with sacreBLEU, draw and summarise cross-attention.
 
-    python scripts/evaluate.py RUN_DIR                                # the run's test split(s), beam 5
-    python scripts/evaluate.py RUN_DIR --split val test_2016_flickr --beam-size 5 1
-    python scripts/evaluate.py CKPT --src my.en --ref my.fr --name mytest
-    python scripts/evaluate.py RUN_B --compare-with RUN_A/eval/test_2016_flickr.beam5.hyp
+    attnmt-evaluate RUN_DIR                                # the run's test split(s), beam 5 (or python scripts/evaluate.py)
+    attnmt-evaluate RUN_DIR --split val test_2016_flickr --beam-size 5 1
+    attnmt-evaluate CKPT --src my.en --ref my.fr --name mytest
+    attnmt-evaluate RUN_B --compare-with RUN_A/eval/test_2016_flickr.beam5.hyp
+
+In code: evaluate(checkpoint, EvalOptions(...)) (the command line is attnmt.cli.evaluate).
 
 Outputs go to `<run>/eval/` (or next to a bare checkpoint in `eval/`, or to --output-dir):
   <split>.<decoding>.hyp         one detokenised hypothesis per source line, same order
@@ -38,20 +40,20 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attnmt.data.corpus import read_lines
-from attnmt.errors import ConfigError, DataError, UserError
+from attnmt.errors import ConfigError, DataError, find_user_error
 from attnmt.atomic import atomic_file
-from attnmt.metrics import ATTENTION_STATS_TAG, attention_statistics, corpus_scores, flatten_statistics, paired_significance
+from attnmt.metrics import (ATTENTION_STATS_TAG, attention_statistic_list, attention_statistics, corpus_scores,
+                            flatten_statistics, paired_significance, text_metrics)
 from attnmt.inference import DecodeSettings, Translation, load_model, pick_device, resolve_checkpoint, translate_lines
 
 log = logging.getLogger("attnmt.evaluate")
-TEXT_METRICS = ("bleu", "chrf", "ter")
 
 
 @dataclass
@@ -94,8 +96,8 @@ def run_corpus(run_dir: Path | None):
         check_targets(plain, ("attnmt.data.",), config, what="data.corpus")  # a shared run folder names what is built
         return instantiate(corpus_cfg)
     except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
+        if find_user_error(err) is not None:
+            raise  # the command line's reporter prints the user's mistake behind Hydra's wrapper
         raise ConfigError(f"{config}: cannot build data.corpus ({err})") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"{config}: cannot read data.corpus ({str(err).splitlines()[0]})") from None
@@ -425,9 +427,10 @@ def _gold_alignment(ctx: _Context) -> tuple[str, dict[str, Any]]:
 
 # --------------------------------------------------------------------------- evaluation
 def compare_systems(baseline: list[str], system: list[str], references: list[str],
-                    metrics: tuple[str, ...] = ("bleu", "chrf"), test: str = "bs") -> dict[str, Any]:
+                    metrics: tuple[str, ...] | None = None, test: str = "bs") -> dict[str, Any]:
     """sacreBLEU's paired significance test of `system` against `baseline` on the same references
-    (paired bootstrap by default, "ar" = approximate randomisation) -> per metric scores, 95% CIs, p-value."""
+    (paired bootstrap by default, "ar" = approximate randomisation) -> per metric scores, 95% CIs, p-value.
+    metrics: names of metrics.TEXT_METRICS (default: the headline ones)."""
     return paired_significance(baseline, system, references, metrics=metrics, test=test)
 
 
@@ -474,7 +477,8 @@ def _decode_and_score(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings)
                      "max_len_a": setting.max_len_a, "max_len_b": setting.max_len_b,
                      "max_tokens": setting.max_tokens, "device": str(ctx.device)},
         "sentences": len(hyps),
-        "scores": corpus_scores(hyps, eval_set.references, TEXT_METRICS),
+        "scores": {m.name: {**corpus_scores(hyps, eval_set.references, [m.name])[m.name],
+                            "higher_is_better": m.higher_is_better} for m in text_metrics()},
         "decode_seconds": seconds,
         "sentences_per_second": len(hyps) / max(seconds, 1e-9),
         "attention_statistics": attention_statistics(maps) if maps else {},
@@ -501,8 +505,8 @@ def _log_evaluation(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings, e
             records += log_maps(writer, probes, "probe", ctx.step, png_dir, *maps)
         if "alignment" in entry:
             _log_alignment(ctx, writer, eval_set, entry, probes, png_dir)
-        for metric in TEXT_METRICS:
-            writer.add_scalar(f"eval/{metric}", entry["scores"][metric]["score"], ctx.step)
+        for metric in text_metrics():
+            writer.add_scalar(f"eval/{metric.name}", entry["scores"][metric.name]["score"], ctx.step)
         for tag, value in flatten_statistics(entry["attention_statistics"], prefix=f"{ATTENTION_STATS_TAG}/{ctx.variant}").items():
             if not math.isnan(value):  # undefined statistics have nothing to plot
                 writer.add_scalar(tag, value, ctx.step)
@@ -511,83 +515,108 @@ def _log_evaluation(ctx: _Context, eval_set: EvalSet, setting: DecodeSettings, e
     entry.update(tensorboard_dir=str(sub_run), attention_maps=records)
 
 
-def evaluate(
-    checkpoint: str | Path,
-    splits: list[str] | None = None,
-    src: str | Path | None = None,
-    ref: str | Path | None = None,
-    name: str | None = None,
-    beam_sizes: tuple[int, ...] = (5,),
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: float = 10,
-    max_tokens: int = 4096,
-    device: str = "auto",
-    output_dir: str | Path | None = None,
-    num_maps: int = 4,
-    merge_subwords: bool = False,
-    head_grid_layer: int = -1,
-    compare_with: str | Path | None = None,
-    significance_test: str = "bs",
-    alignment: bool = False,
-    alignment_threshold: float | None = None,
-    alignment_backend: str = "ibm2",
-    gold_alignment: tuple[str | Path, str | Path, str | Path] | None = None,
-    gold_name: str = "gold",
-    gold_reversed: bool = False,
-) -> dict[str, Any]:
-    """Decode every (set, beam size), score, write hyps/metrics/maps/events; see the module doc.
+@dataclass(frozen=True)
+class EvalOptions:
+    """What evaluate() decodes, scores and writes: the command line's options (attnmt-evaluate --help).
 
+    decode: the decoding settings (inference.DecodeSettings: its defaults are the project's); with
+    beam_sizes several beam sizes are decoded and recorded separately, each with decode's other
+    fields (None = decode.beam_size alone).
     alignment=True adds "alignment" to every entry (attention as word alignment, see the module
     doc); gold_alignment=(source text, target text, links) scores teacher-forced attention against
     human alignments in the NAACL 2003 format (works without alignment=True; gold_reversed when the
     links give the model's target position first), stored under "<gold_name>/alignment".
+    """
+
+    splits: tuple[str, ...] | list[str] | None = None  # splits of the run's data config (None: its test splits)
+    src: str | Path | None = None  # a custom source file, with ref
+    ref: str | Path | None = None
+    name: str | None = None  # label of the src/ref pair (default file_<src name>)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    beam_sizes: tuple[int, ...] | None = None
+    device: str = "auto"
+    output_dir: str | Path | None = None  # default <run>/eval, or eval/ next to a bare checkpoint
+    num_maps: int = 4  # attention maps of the first N sentences of each set
+    merge_subwords: bool = False
+    head_grid_layer: int = -1
+    compare_with: str | Path | None = None  # another system's hypotheses: paired significance test
+    significance_test: str = "bs"
+    alignment: bool = False
+    alignment_threshold: float | None = None
+    alignment_backend: str = "ibm2"
+    gold_alignment: tuple[str | Path, str | Path, str | Path] | None = None
+    gold_name: str = "gold"
+    gold_reversed: bool = False
+
+    def settings(self) -> list[DecodeSettings]:
+        """One DecodeSettings per beam size to decode, in order, without repeats."""
+        return [replace(self.decode, beam_size=k) for k in dict.fromkeys(self.beam_sizes or (self.decode.beam_size,))]
+
+
+_DECODE_FIELDS = {f.name for f in fields(DecodeSettings)}
+
+
+def evaluate(checkpoint: str | Path, options: EvalOptions | None = None, **changes: Any) -> dict[str, Any]:
+    """Decode every (set, beam size), score, write hyps/metrics/maps/events; see the module doc.
+
+    options: EvalOptions; keyword arguments change its fields, and a DecodeSettings field (alpha,
+    max_len_a, max_len_b, max_tokens) changes options.decode, e.g.
+    evaluate(run, splits=["val"], beam_sizes=(5, 1), max_len_b=20).
 
     -> {"checkpoint", "run_dir", "eval_dir", "tensorboard_root", "global_step", "variant",
         "results": {"<set>/<decoding>": JSON-ready entry (also in metrics.json)},
         "translations": {"<set>/<decoding>": [Translation] in source order (hypotheses with attention)}}
     """
-    settings = [DecodeSettings(k, alpha, max_len_a, max_len_b, max_tokens) for k in dict.fromkeys(beam_sizes)]
-    if num_maps < 0:
-        raise ConfigError(f"--num-maps {num_maps}: must be 0 or more")
+    options = options or EvalOptions()
+    decode_changes = {key: changes.pop(key) for key in list(changes) if key in _DECODE_FIELDS}
+    options = replace(options, **changes)
+    if decode_changes:
+        options = replace(options, decode=replace(options.decode, **decode_changes))
+    settings = options.settings()
+    if options.num_maps < 0:
+        raise ConfigError(f"--num-maps {options.num_maps}: must be 0 or more")
     checkpoint = resolve_checkpoint(checkpoint)
     run_dir = run_dir_of(checkpoint)
-    sets = eval_sets(run_dir, splits, src, ref, name)
+    sets = eval_sets(run_dir, list(options.splits) if options.splits else None, options.src, options.ref, options.name)
     baseline = None
+    compare_with = options.compare_with
     if compare_with is not None:  # checked before decoding for minutes
         if len(sets) * len(settings) != 1:
             raise ConfigError("--compare-with needs exactly one split and one beam size (the system to compare)")
         baseline = read_lines(compare_with)
         if len(baseline) != len(sets[0].references):
             raise DataError(f"{compare_with} has {len(baseline)} lines but {sets[0].name} has {len(sets[0].references)}")
+    output_dir = options.output_dir
     eval_dir = Path(output_dir) if output_dir else (run_dir / "eval" if run_dir else checkpoint.parent / "eval")
     metrics_path = eval_dir / "metrics.json"
     stored = _read_metrics(metrics_path)
     has_tensorboard = run_dir is not None and (run_dir / "tensorboard").is_dir()
 
     align_settings = None
+    alignment, gold_alignment = options.alignment, options.gold_alignment
     if alignment or gold_alignment is not None:
-        if alignment_threshold is not None and not 0 < alignment_threshold <= 1:
-            raise ConfigError(f"--alignment-threshold {alignment_threshold}: must be in (0, 1]")
-        if alignment_backend not in ("ibm2", "eflomal"):
-            raise ConfigError(f"--alignment-backend {alignment_backend!r}: choose ibm2 or eflomal")
+        threshold = options.alignment_threshold
+        if threshold is not None and not 0 < threshold <= 1:
+            raise ConfigError(f"--alignment-threshold {threshold}: must be in (0, 1]")
+        if options.alignment_backend not in ("ibm2", "eflomal"):
+            raise ConfigError(f"--alignment-backend {options.alignment_backend!r}: choose ibm2 or eflomal")
         gold = None
         if gold_alignment is not None:
             gold = tuple(Path(p) for p in gold_alignment)
             for path in gold:
                 if not path.is_file():
                     raise DataError(f"gold alignment file {path} does not exist")
-        align_settings = _AlignmentSettings(alignment_threshold, alignment_backend, gold=gold, gold_name=gold_name,
-                                            gold_reversed=gold_reversed)
+        align_settings = _AlignmentSettings(threshold, options.alignment_backend, gold=gold, gold_name=options.gold_name,
+                                            gold_reversed=options.gold_reversed)
         if alignment:
             _alignment_setup(run_dir, align_settings)
 
-    torch_device = pick_device(device)
+    torch_device = pick_device(options.device)
     model, tokenizer, hparams = load_model(checkpoint, torch_device)
     ctx = _Context(model, tokenizer, torch_device, checkpoint, _global_step(checkpoint), str(hparams.get("variant", "model")),
                    list(hparams.get("probes") or []), eval_dir,
                    run_dir / "tensorboard" if has_tensorboard else eval_dir / "tensorboard",
-                   num_maps, merge_subwords, head_grid_layer, align_settings)
+                   options.num_maps, options.merge_subwords, options.head_grid_layer, align_settings)
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint), "run_dir": str(run_dir) if run_dir else None, "eval_dir": str(eval_dir),
         "tensorboard_root": str(ctx.tensorboard_root), "global_step": ctx.step, "variant": ctx.variant,
@@ -598,8 +627,9 @@ def evaluate(
             entry, translations = _decode_and_score(ctx, eval_set, setting)
             if baseline is not None:
                 hyps = [t.text for t in translations]
-                entry["comparison"] = {"baseline_file": str(compare_with), "test": significance_test,
-                                       "metrics": compare_systems(baseline, hyps, eval_set.references, test=significance_test)}
+                test = options.significance_test
+                entry["comparison"] = {"baseline_file": str(compare_with), "test": test,
+                                       "metrics": compare_systems(baseline, hyps, eval_set.references, test=test)}
             if alignment:
                 entry["alignment"] = _alignment_entry(ctx, eval_set, translations)
             _log_evaluation(ctx, eval_set, setting, entry, translations)
@@ -616,25 +646,30 @@ def evaluate(
 
 # --------------------------------------------------------------------------- report
 def format_report(summary: dict[str, Any]) -> str:
-    """The short table printed by the CLI: scores and speed, signatures, attention summary, files."""
-    head = ("set", "decoding", "sents", "BLEU", "chrF", "TER", "seconds", "sent/s")
+    """The short table printed by the CLI: scores and speed, signatures, attention summary, files.
+    Its columns follow metrics.TEXT_METRICS and metrics.ATTENTION_STATISTICS."""
+    metrics = text_metrics()
+    head = ("set", "decoding", "sents", *(m.display for m in metrics), "seconds", "sent/s")
     rows = [head]
     scored = [entry for entry in summary["results"].values() if "scores" in entry]  # gold alignments have no scores
     for entry in scored:
         scores = entry["scores"]
         rows.append((entry["split"], _decoding_label(entry["decoding"]), str(entry["sentences"]),
-                     *(f"{scores[m]['score']:.2f}" for m in TEXT_METRICS),
+                     *(m.format(scores[m.name]["score"]) if m.name in scores else "-" for m in metrics),
                      f"{entry['decode_seconds']:.1f}", f"{entry['sentences_per_second']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [f"checkpoint {summary['checkpoint']} (step {summary['global_step']}, {summary['variant']})"]
     lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     if scored:
-        lines += [f"{m:5s} signature {scored[0]['scores'][m]['signature']}" for m in TEXT_METRICS]
+        width = max(len(m.display) for m in metrics)
+        lines += [f"{m.display:{width}s} signature {scored[0]['scores'][m.name]['signature']}"
+                  for m in metrics if m.name in scored[0]["scores"]]
+    statistics = attention_statistic_list()
     for key, entry in summary["results"].items():
         for layer, by_head in entry.get("attention_statistics", {}).items():
             stats = by_head["mean"]
             lines.append(f"attention {key} {layer} (mean of heads): " + ", ".join(
-                f"{name} {value:.3f}" for name, value in stats.items()))
+                f"{s.display} {s.format(stats[s.name])}" for s in statistics if s.name in stats))
         if "comparison" in entry:
             lines.append(format_comparison(entry["comparison"]))
         if "alignment" in entry:

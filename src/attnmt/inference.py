@@ -10,9 +10,10 @@ and the file is read with `checkpoint.load_checkpoint_file` (safe unpickling).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import CheckpointError, ConfigError
 from attnmt.search import Hypothesis, decode_batch
 
-MODEL_MODULES = ("attnmt.models.",)  # the only classes a checkpoint's model config may name
+MODEL_MODULES = ("attnmt.models.", "attnmt.modules.")  # the only classes a checkpoint's model config may name (models, their attention nodes)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -49,11 +50,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How to search; beam_size 1 is greedy search (alpha unused then)."""
+    """How to search: the one declaration of the decoding defaults.
+
+    Validation (config `decode.validation`), evaluation after training (`decode.test`), evaluate,
+    translate, compare and benchmark all start from these defaults; configs/train.yaml reads them
+    through the ${attnmt.decode_default:<field>} resolver. beam_size 1 is greedy search (alpha
+    unused then).
+    """
 
     beam_size: int = 5
-    alpha: float = 0.6
-    max_len_a: float = 1.5
+    alpha: float = 0.6  # GNMT length penalty exponent ((5 + T) / 6) ** alpha; 0 = no normalisation
+    max_len_a: float = 1.5  # max output length (EOS included) = floor(a * source length + b)
     max_len_b: float = 10
     max_tokens: int = 4096  # source tokens per batch, padding and EOS included (beam search multiplies it by beam_size)
 
@@ -63,10 +70,33 @@ class DecodeSettings:
         if self.max_tokens < 1:
             raise ConfigError(f"--max-tokens {self.max_tokens}: must be a positive number of tokens")
 
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None, key: str = "decode") -> DecodeSettings:
+        """A config node ({"beam_size": 1, "max_len_b": 5, ...}; missing fields keep the defaults)
+        -> settings; an unknown field is a ConfigError naming `key`."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]}: unknown decoding setting; choose from {', '.join(sorted(known))}")
+        return cls(**{name: value for name, value in values.items() if value is not None})
+
+    def search_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of search.decode_batch (all but max_tokens, which batches)."""
+        return {"beam_size": self.beam_size, "alpha": self.alpha, "max_len_a": self.max_len_a, "max_len_b": self.max_len_b}
+
     @property
     def name(self) -> str:
         """Short label used in file names and metrics keys: "greedy" or "beam<K>"."""
         return "greedy" if self.beam_size == 1 else f"beam{self.beam_size}"
+
+
+def decode_default(name: str) -> Any:
+    """A DecodeSettings default by field name (the ${attnmt.decode_default:...} resolver)."""
+    defaults = {f.name: f.default for f in fields(DecodeSettings)}
+    if name not in defaults:
+        raise ConfigError(f"${{attnmt.decode_default:{name}}}: no such decoding setting; choose from {', '.join(defaults)}")
+    return defaults[name]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -141,10 +171,7 @@ def decode_ids(
     sampler = TokenBucketSampler(lengths, lengths, settings.max_tokens, shuffle=False, even=False)
     for batch in sampler.batches():
         src, src_mask = pad_sources([sequences[kept[j]] for j in batch], device)
-        found = decode_batch(
-            model, src, src_mask, beam_size=settings.beam_size, alpha=settings.alpha,
-            max_len_a=settings.max_len_a, max_len_b=settings.max_len_b, need_attention=need_attention,
-        )
+        found = decode_batch(model, src, src_mask, **settings.search_kwargs(), need_attention=need_attention)
         for j, nbest in zip(batch, found):
             results[kept[j]] = nbest[0]
     return results

@@ -5,12 +5,17 @@ tokenisation, chrF: char order 6, beta 2, TER: case-insensitive), one reference 
 
 Attention statistics read maps [L, H, T, S] that cover real tokens only (no padding): row t is
 the distribution over the S source tokens when the t-th output was produced.
+
+Both are declared once, here (TEXT_METRICS, ATTENTION_STATISTICS: name, display name, direction,
+digits): validation (task.py), evaluation and its report (evaluate.py), the log line after training
+and the comparison tables (compare.py) read these lists, so a new metric is one entry.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF, TER
@@ -19,17 +24,81 @@ from sacrebleu.significance import PairedTest
 
 from attnmt.errors import DataError
 
-METRICS: dict[str, type[Metric]] = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
-STATISTICS = ("entropy", "max_weight", "diagonal_distance", "monotonicity")
-# TensorBoard's top-level tag of these statistics (scalars), apart from the maps (viz.ATTENTION_MAPS_TAG):
+
+@dataclass(frozen=True)
+class Measure:
+    """One declared number: its key (metrics.json, TensorBoard tags, report columns), the name a
+    table shows, which way is better (None: neither, a description) and how many digits to print."""
+
+    name: str
+    display: str
+    higher_is_better: bool | None
+    digits: int = 2
+
+    @property
+    def direction(self) -> str:
+        return {True: "higher is better", False: "lower is better", None: "descriptive"}[self.higher_is_better]
+
+    def format(self, value: float | None) -> str:
+        """The value as tables print it; "-" when undefined (None or NaN)."""
+        return "-" if value is None or math.isnan(value) else f"{value:.{self.digits}f}"
+
+    def best(self, values: Sequence[float]) -> float:
+        """The best of `values` in this measure's direction (higher unless lower is better)."""
+        return min(values) if self.higher_is_better is False else max(values)
+
+
+@dataclass(frozen=True)
+class TextMetric(Measure):
+    """A corpus-level sacreBLEU metric. headline: logged at every validation (val/<name>), in the
+    log line after training and in compare's table with a confidence interval (resampled by the
+    paired bootstrap, so slow metrics such as TER stay out)."""
+
+    scorer: type[Metric] | None = None
+    headline: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionStatistic(Measure):
+    """A summary of cross-attention maps p [L, H, T, S] (real tokens only). Exactly one of:
+    per_row(p, argmax) -> [L, H] sum over the T target rows of the map (averaged over all rows of
+    all maps), or per_map(p, argmax) -> [L, H] one value per map, NaN where undefined (averaged over
+    the maps where it is defined)."""
+
+    per_row: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    per_map: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    explanation: str = ""
+
+
+# The one declaration of text metrics: evaluation, validation, the reports and compare all read it.
+TEXT_METRICS: tuple[TextMetric, ...] = (
+    TextMetric("bleu", "BLEU", True, scorer=BLEU, headline=True),
+    TextMetric("chrf", "chrF", True, scorer=CHRF, headline=True),
+    TextMetric("ter", "TER", False, scorer=TER),
+)
+PRIMARY_METRIC = "bleu"  # the score that ranks systems and picks the best checkpoint (val/bleu)
+# TensorBoard's top-level tag of the attention statistics (scalars), apart from the maps (viz.ATTENTION_MAPS_TAG):
 # TensorBoard groups by the first tag segment, so statistics and images never share a section.
 ATTENTION_STATS_TAG = "attention_stats"
 
 
+def text_metrics(headline_only: bool = False) -> tuple[TextMetric, ...]:
+    """The declared text metrics (read at call time, so a test may patch TEXT_METRICS)."""
+    return tuple(m for m in TEXT_METRICS if m.headline or not headline_only)
+
+
+def text_metric(name: str) -> TextMetric:
+    for metric in TEXT_METRICS:
+        if metric.name == name:
+            return metric
+    raise ValueError(f"unknown metric {name!r}; choose from {sorted(m.name for m in TEXT_METRICS)}")
+
+
 def _metric(name: str) -> Metric:
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRICS)}")
-    return METRICS[name]()
+    scorer = text_metric(name).scorer
+    if scorer is None:
+        raise ValueError(f"metric {name!r} declares no sacreBLEU scorer")
+    return scorer()
 
 
 def _check_aligned(hyps: Sequence[str], refs: Sequence[str], what: str = "hypotheses") -> None:
@@ -41,15 +110,16 @@ def _check_aligned(hyps: Sequence[str], refs: Sequence[str], what: str = "hypoth
 
 
 def corpus_scores(
-    hyps: Sequence[str], refs: Sequence[str], metrics: Sequence[str] = ("bleu", "chrf", "ter")
+    hyps: Sequence[str], refs: Sequence[str], metrics: Sequence[str] | None = None
 ) -> dict[str, dict[str, float | str]]:
     """Corpus-level scores of detokenised hyps against one reference each.
 
+    metrics: names of TEXT_METRICS (default: all of them)
     -> {"bleu": {"score": 27.3, "signature": "nrefs:1|case:mixed|..."}, "chrf": {...}, ...}
     """
     _check_aligned(hyps, refs)
     results: dict[str, dict[str, float | str]] = {}
-    for name in metrics:
+    for name in metrics if metrics is not None else [m.name for m in text_metrics()]:
         metric = _metric(name)
         score = metric.corpus_score(list(hyps), [list(refs)])
         results[name] = {"score": float(score.score), "signature": str(metric.get_signature())}
@@ -60,7 +130,7 @@ def paired_significance(
     baseline_hyps: Sequence[str],
     system_hyps: Sequence[str],
     refs: Sequence[str],
-    metrics: Sequence[str] = ("bleu", "chrf"),
+    metrics: Sequence[str] | None = None,
     test: str = "bs",
     n_samples: int = 0,
 ) -> dict[str, dict[str, float | str | tuple[float, float]]]:
@@ -69,6 +139,7 @@ def paired_significance(
     test: "bs" paired bootstrap resampling (default 1000 resamples) or "ar" approximate
     randomisation (default 10000 trials); n_samples=0 keeps sacreBLEU's default. The random seed
     is sacreBLEU's (environment variable SACREBLEU_SEED, 12345 when unset), so runs repeat.
+    metrics: names of TEXT_METRICS (default: the headline ones).
 
     -> per metric: baseline / system score, the bootstrap mean and 95% confidence interval
     (low, high) of each, p_value of the difference (two-sided; small = unlikely by chance),
@@ -78,7 +149,8 @@ def paired_significance(
         raise ValueError(f"test must be 'bs' (paired bootstrap) or 'ar' (approximate randomisation), got {test!r}")
     _check_aligned(baseline_hyps, refs, "baseline hypotheses")
     _check_aligned(system_hyps, refs, "system hypotheses")
-    named = {name: _metric(name) for name in metrics}
+    names = metrics if metrics is not None else [m.name for m in text_metrics(headline_only=True)]
+    named = {name: _metric(name) for name in names}
     paired = PairedTest(
         [("baseline", list(baseline_hyps)), ("system", list(system_hyps))],
         named,
@@ -126,54 +198,85 @@ def _rank_correlation(argmax: torch.Tensor) -> torch.Tensor:
     return torch.where(spread > 0, correlation, torch.nan)
 
 
+def _entropy_rows(p: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-300).log()).sum(-1).sum(-1)
+
+
+def _max_weight_rows(p: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    return p.amax(-1).sum(-1)
+
+
+def _diagonal_distance_rows(p: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    target_len, source_len = p.shape[-2:]
+    source_pos = (argmax.double() + 0.5) / source_len
+    target_pos = (torch.arange(target_len, dtype=torch.float64) + 0.5) / target_len
+    return (source_pos - target_pos).abs().sum(-1)
+
+
+def _monotonicity_map(p: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    return _rank_correlation(argmax)
+
+
+# The one declaration of attention statistics (evaluation, its report, TensorBoard and compare read it).
+ATTENTION_STATISTICS: tuple[AttentionStatistic, ...] = (
+    AttentionStatistic("entropy", "entropy", None, 3, per_row=_entropy_rows,
+                       explanation="-sum_s p log p per target row, in nats: 0 = all weight on one source token, "
+                                   "log S = uniform"),
+    AttentionStatistic("max_weight", "max weight", None, 3, per_row=_max_weight_rows,
+                       explanation="the largest weight of each target row"),
+    AttentionStatistic("diagonal_distance", "diagonal distance", None, 3, per_row=_diagonal_distance_rows,
+                       explanation="|(argmax_s + 0.5)/S - (t + 0.5)/T| per target row: how far the most-attended "
+                                   "source position is from the diagonal, in [0, 1)"),
+    AttentionStatistic("monotonicity", "monotonicity", None, 3, per_map=_monotonicity_map,
+                       explanation="Spearman rank correlation between the target position t and its argmax source "
+                                   "position, per map (1 = left to right through the source, -1 = right to left); "
+                                   "maps where it is undefined (one target row, or the argmax never moves) are left out"),
+)
+
+
+def attention_statistic_list() -> tuple[AttentionStatistic, ...]:
+    """The declared attention statistics (read at call time, so a test may patch ATTENTION_STATISTICS)."""
+    return ATTENTION_STATISTICS
+
+
 def attention_statistics(maps: Sequence[torch.Tensor]) -> dict[str, dict[str, dict[str, float]]]:
     """Summaries of cross-attention maps, each [L, H, T, S] over real tokens only (all maps share
-    L and H). Per layer and head:
-
-    entropy            mean over all target rows (of all maps) of -sum_s p log p, in nats:
-                       0 = all weight on one source token, log S = uniform
-    max_weight         mean over all target rows of the largest weight in the row
-    diagonal_distance  mean over all target rows of |(argmax_s + 0.5)/S - (t + 0.5)/T|: how far
-                       the most-attended source position is from the diagonal, in [0, 1)
-    monotonicity       mean over maps of the Spearman rank correlation between the target
-                       position t and its argmax source position (1 = the attention moves left to
-                       right through the source, -1 = right to left); maps where it is undefined
-                       (one target row, or the argmax never moves) are left out; NaN if all are
+    L and H): every statistic of ATTENTION_STATISTICS per layer and head. A per-row statistic is
+    the mean over all target rows of all maps; a per-map one the mean over the maps where it is
+    defined (NaN if it is defined for none).
 
     -> {"layer_0": {"head_0": {statistic: value}, ..., "mean": {statistic: mean over heads}}, ...}
     """
     if not maps:
         raise ValueError("attention_statistics needs at least one attention map")
+    declared = attention_statistic_list()
     layers, heads = maps[0].shape[:2]
-    row_sums = {name: torch.zeros(layers, heads, dtype=torch.float64) for name in STATISTICS[:3]}
+    sums = {s.name: torch.zeros(layers, heads, dtype=torch.float64) for s in declared}
+    counts = {s.name: torch.zeros(layers, heads, dtype=torch.float64) for s in declared if s.per_map is not None}
     rows = 0
-    correlation_sum = torch.zeros(layers, heads, dtype=torch.float64)
-    correlation_count = torch.zeros(layers, heads, dtype=torch.float64)
     for weights in maps:
         if tuple(weights.shape[:2]) != (layers, heads):
             raise ValueError(f"attention maps disagree on [L, H]: {tuple(weights.shape[:2])} vs {(layers, heads)}")
         p = weights.detach().to("cpu", torch.float64)  # [L, H, T, S]
-        target_len, source_len = p.shape[-2:]
-        row_sums["entropy"] += -(p * p.clamp_min(1e-300).log()).sum(-1).sum(-1)
-        row_sums["max_weight"] += p.amax(-1).sum(-1)
         argmax = p.argmax(-1)  # [L, H, T]
-        source_pos = (argmax.double() + 0.5) / source_len
-        target_pos = (torch.arange(target_len, dtype=torch.float64) + 0.5) / target_len
-        row_sums["diagonal_distance"] += (source_pos - target_pos).abs().sum(-1)
-        rows += target_len
-        correlation = _rank_correlation(argmax)  # [L, H]
-        defined = ~correlation.isnan()
-        correlation_sum += torch.where(defined, correlation, 0.0)
-        correlation_count += defined.double()
+        rows += p.shape[-2]
+        for statistic in declared:
+            if statistic.per_row is not None:
+                sums[statistic.name] += statistic.per_row(p, argmax)
+            else:
+                value = statistic.per_map(p, argmax)  # [L, H], NaN where undefined
+                defined = ~value.isnan()
+                sums[statistic.name] += torch.where(defined, value, 0.0)
+                counts[statistic.name] += defined.double()
 
-    per_head = {name: total / rows for name, total in row_sums.items()}
-    per_head["monotonicity"] = torch.where(correlation_count > 0, correlation_sum / correlation_count, torch.nan)
+    per_head = {
+        name: total / rows if name not in counts else torch.where(counts[name] > 0, total / counts[name], torch.nan)
+        for name, total in sums.items()
+    }
     results: dict[str, dict[str, dict[str, float]]] = {}
     for layer in range(layers):
-        by_head = {
-            f"head_{head}": {name: float(per_head[name][layer, head]) for name in STATISTICS} for head in range(heads)
-        }
-        by_head["mean"] = {name: _nanmean([by_head[f"head_{h}"][name] for h in range(heads)]) for name in STATISTICS}
+        by_head = {f"head_{head}": {name: float(per_head[name][layer, head]) for name in per_head} for head in range(heads)}
+        by_head["mean"] = {name: _nanmean([by_head[f"head_{h}"][name] for h in range(heads)]) for name in per_head}
         results[f"layer_{layer}"] = by_head
     return results
 

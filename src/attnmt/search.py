@@ -13,7 +13,8 @@ Batch's `tgt_out` holds. `attention` has one row per output id and one column pe
 token: [L, H, T, S_real].
 
 Maximum output length per sentence (EOS included): floor(max_len_a * source_length + max_len_b),
-source_length counting the real source tokens (EOS included), at least 1.
+source_length counting the real source tokens (EOS included), at least 1. The searches take every
+setting explicitly: the defaults are declared once, in inference.DecodeSettings.
 PAD and BOS are never generated: they can't be meaningful outputs, so they are masked out of
 the choice (the scores of the chosen ids are the model's unchanged log-probabilities).
 """
@@ -94,8 +95,8 @@ def greedy(
     model: Seq2Seq,
     src: torch.Tensor,
     src_mask: torch.Tensor,
-    max_len_a: float = 1.5,
-    max_len_b: float = 10,
+    max_len_a: float,
+    max_len_b: float,
     need_attention: bool = True,
     check_every: int | None = None,
 ) -> list[Hypothesis]:
@@ -216,10 +217,10 @@ def beam_search(
     model: Seq2Seq,
     src: torch.Tensor,
     src_mask: torch.Tensor,
-    beam_size: int = 5,
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: float = 10,
+    beam_size: int,
+    alpha: float,
+    max_len_a: float,
+    max_len_b: float,
     n_best: int = 1,
     need_attention: bool = True,
     check_every: int | None = None,
@@ -382,10 +383,10 @@ def decode_batch(
     model: Seq2Seq,
     src: torch.Tensor,
     src_mask: torch.Tensor,
-    beam_size: int = 5,
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: float = 10,
+    beam_size: int,
+    alpha: float,
+    max_len_a: float,
+    max_len_b: float,
     n_best: int = 1,
     need_attention: bool = True,
 ) -> list[list[Hypothesis]]:

@@ -21,8 +21,9 @@ from attnmt import checkpoint as ckpt_io
 from attnmt.data.batch import Batch
 from attnmt.data.batching import pad_sources
 from attnmt.data.vocab import EOS_PIECE, PAD_ID
-from attnmt.metrics import corpus_scores
-from attnmt.search import greedy
+from attnmt.inference import DecodeSettings
+from attnmt.metrics import PRIMARY_METRIC, corpus_scores, text_metrics
+from attnmt.search import decode_batch
 
 log = logging.getLogger("attnmt.task")
 
@@ -32,7 +33,9 @@ class TranslationTask(L.LightningModule):
 
     model:        the model's config (a dict with `_target_`), built here so checkpoints rebuild it
     optim:        {"optimizer": partial config, "scheduler": partial config} (configs/optim/)
-    val_decode:   greedy settings for validation ({"max_len_a", "max_len_b"})
+    decode:       validation decoding, fields of inference.DecodeSettings (config `decode.validation`;
+                  missing fields keep its defaults, beam_size 1 = greedy); `val_decode` is the same for
+                  runs configured before the `decode` node (task.val_decode, greedy)
     probes:       source sentences whose cross-attention maps are logged at every validation
     vocab:        {"fingerprint", ...} of the tokenizer the model was built for (checked on load)
     attention_maps: {"scale": "fixed" | "max"} how probe maps colour their weights (viz.attention_figure)
@@ -51,6 +54,7 @@ class TranslationTask(L.LightningModule):
         shared_vocab: bool,
         optim: dict,
         label_smoothing: float = 0.1,
+        decode: dict | None = None,
         val_decode: dict | None = None,
         probes: list[str] | None = None,
         max_nonfinite_steps: int = 20,
@@ -63,7 +67,9 @@ class TranslationTask(L.LightningModule):
         self.save_hyperparameters()
         self.model = instantiate(model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, shared_vocab=shared_vocab)
         self.label_smoothing = label_smoothing
-        self.val_decode = dict(val_decode or {"max_len_a": 1.5, "max_len_b": 10})
+        if decode is None:  # a run configured before `decode` (resumed from its stored config): greedy
+            decode = {"beam_size": 1, **(val_decode or {})}
+        self.decode = DecodeSettings.from_config(decode, key="decode.validation")
         self.probes = list(probes or [])
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_a_row = 0
@@ -125,7 +131,8 @@ class TranslationTask(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, tokens = self.loss(batch, smoothing=0.0)
         self._val_loss += torch.stack([loss * tokens, tokens.to(loss.dtype)])
-        hyps = greedy(self.model, batch.src, batch.src_mask, need_attention=False, **self.val_decode)
+        hyps = [nbest[0] for nbest in decode_batch(self.model, batch.src, batch.src_mask, **self.decode.search_kwargs(),
+                                                   need_attention=False)]
         texts = self.tokenizer.decode_tgt([h.tokens for h in hyps])
         self._val_outputs.extend(zip(batch.index.tolist(), texts))
 
@@ -138,23 +145,24 @@ class TranslationTask(L.LightningModule):
         hypotheses = [""] * len(references)
         for index, text in outputs:
             hypotheses[index] = text
-        scores = corpus_scores(hypotheses, references, metrics=("bleu", "chrf"))
-        bleu = scores["bleu"]["score"]
+        metrics = text_metrics(headline_only=True)  # metrics.TEXT_METRICS: val/bleu, val/chrf, ...
+        scores = corpus_scores(hypotheses, references, metrics=[m.name for m in metrics])
+        primary = scores[PRIMARY_METRIC]["score"]
         if not self.trainer.sanity_checking:
-            self.best_val_bleu = bleu if self.best_val_bleu is None else max(self.best_val_bleu, bleu)
+            self.best_val_bleu = primary if self.best_val_bleu is None else max(self.best_val_bleu, primary)
         # every rank logs the same corpus-level numbers, so checkpointing and early stopping agree
         self.log_dict(
             {
                 "val/loss": val_loss,
                 "val/ppl": math.exp(min(val_loss, 50.0)),
-                "val/chrf": scores["chrf"]["score"],
+                **{f"val/{m.name}": scores[m.name]["score"] for m in metrics if m.name != PRIMARY_METRIC},
                 "val/decoded": float(len(outputs)),
-                "best/val_bleu": self.best_val_bleu if self.best_val_bleu is not None else bleu,
+                f"best/val_{PRIMARY_METRIC}": self.best_val_bleu if self.best_val_bleu is not None else primary,
             },
             prog_bar=False,
             sync_dist=False,
         )
-        self.log("val/bleu", bleu, prog_bar=True, sync_dist=False)  # the progress bar shows the last score
+        self.log(f"val/{PRIMARY_METRIC}", primary, prog_bar=True, sync_dist=False)  # the progress bar shows the last score
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._log_text_samples(dm, hypotheses, references)
             self._log_probes()
@@ -186,7 +194,7 @@ class TranslationTask(L.LightningModule):
             return
         tokenizer = self.tokenizer
         batch_src, src_mask = pad_sources(tokenizer.encode_src(self.probes), self.device)
-        hyps = greedy(self.model, batch_src, src_mask, **self.val_decode)
+        hyps = [nbest[0] for nbest in decode_batch(self.model, batch_src, src_mask, **self.decode.search_kwargs())]
         texts = tokenizer.decode_tgt([h.tokens for h in hyps])
         for i, (sentence, hyp, text) in enumerate(zip(self.probes, hyps, texts)):
             src_tokens = tokenizer.src_pieces(sentence) + [EOS_PIECE]  # the model sees EOS too
@@ -211,7 +219,7 @@ class TranslationTask(L.LightningModule):
         # the table from every run's sessions, so a sweep of RNNs and Transformers gets the union of
         # their hyper-parameters, and every scalar (val/bleu, best/val_bleu, eval/bleu of the eval
         # sub-runs, ...) becomes a metric column holding its latest value.
-        _, start, _ = hparams(params, {tag: 0.0 for tag in HPARAM_METRICS})
+        _, start, _ = hparams(params, {tag: 0.0 for tag in hparam_metrics()})
         writer._get_file_writer().add_summary(start, global_step=self.global_step)
 
     def _tensorboard(self):
@@ -246,7 +254,11 @@ class TranslationTask(L.LightningModule):
             ckpt_io.check_tokenizer(checkpoint, datamodule.tokenizer, source="the checkpoint being resumed")
 
 
-HPARAM_METRICS = ("val/bleu", "val/chrf", "val/loss", "best/val_bleu", "train/tokens_per_s")
+def hparam_metrics() -> tuple[str, ...]:
+    """The scalars the HParams tab pairs with the hyper-parameters: the validation metrics
+    (metrics.TEXT_METRICS' headline ones), val/loss, the best score and training speed."""
+    return (*(f"val/{m.name}" for m in text_metrics(headline_only=True)), "val/loss", f"best/val_{PRIMARY_METRIC}",
+            "train/tokens_per_s")
 HPARAM_SECTIONS = ("model", "optim", "task.label_smoothing", "data.tokenizer", "data.max_tokens", "data.max_len",
                    "trainer.max_time", "trainer.max_steps", "trainer.max_epochs", "trainer.precision",
                    "trainer.accumulate_grad_batches", "trainer.devices")

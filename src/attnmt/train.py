@@ -40,7 +40,7 @@ RESUMABLE_KEYS = (
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
     "callbacks", "logger", "paths", "hydra", "ckpt_path", "resume", "evaluate_test", "evaluate_maps",
-    "task.probes", "task.val_decode", "task.max_nonfinite_steps", "task.attention_maps",
+    "task.probes", "task.val_decode", "decode", "task.max_nonfinite_steps", "task.attention_maps",
     "data.num_workers", "data.pin_memory", "data.cache_dir", "data.corpus.local_dir",
 )
 RESUMABLE_GROUPS = ("logger", "callbacks")  # config groups whose option may be switched on resume
@@ -201,6 +201,8 @@ def build_task(cfg: DictConfig, datamodule) -> TranslationTask:
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         vocab={"fingerprint": datamodule.tokenizer.fingerprint},
         variant=variant_name(cfg),
+        # the validation decoding; None for a run configured before the `decode` node (its task.val_decode)
+        decode=OmegaConf.to_container(cfg.decode.validation, resolve=True) if cfg.get("decode") else None,
         **OmegaConf.to_container(cfg.task, resolve=True),
     )
 
@@ -297,7 +299,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero and not fast_dev_run:
         log_final_summary(trainer, task.hparams.variant, output_dir, metrics, interrupted)
     if trainer.is_global_zero and not interrupted and not fast_dev_run and cfg.get("evaluate_test") and datamodule.test_splits:
-        evaluate_after_training(output_dir, datamodule.test_splits, cfg.get("evaluate_maps", 4))
+        evaluate_after_training(output_dir, datamodule.test_splits, cfg.get("evaluate_maps", 4),
+                                OmegaConf.to_container(cfg.decode.test, resolve=True) if cfg.get("decode") else None)
     return metrics
 
 
@@ -326,12 +329,16 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def evaluate_after_training(run_dir: Path, splits: list[str], num_maps: int = 4) -> None:
-    """Beam-5 and greedy scores of the best checkpoint on the test splits, into <run>/eval/."""
-    from attnmt.evaluate import evaluate
+def evaluate_after_training(run_dir: Path, splits: list[str], num_maps: int = 4, decode: dict | None = None) -> None:
+    """The best checkpoint on the test splits with `decode` (config decode.test: DecodeSettings
+    fields; missing ones keep its defaults) and greedily, into <run>/eval/; one log line per result."""
+    from attnmt.evaluate import EvalOptions, evaluate
+    from attnmt.inference import DecodeSettings
+    from attnmt.metrics import text_metrics
 
-    summary = evaluate(run_dir, splits=list(splits), beam_sizes=(5, 1), num_maps=num_maps)
+    settings = DecodeSettings.from_config(decode, key="decode.test")
+    summary = evaluate(run_dir, EvalOptions(splits=list(splits), decode=settings, beam_sizes=(settings.beam_size, 1),
+                                            num_maps=num_maps))
     for key, entry in summary["results"].items():
-        scores = entry["scores"]
-        log.info("%s: BLEU %.2f chrF %.2f (%.1f sentences/s)", key, scores["bleu"]["score"], scores["chrf"]["score"],
-                 entry["sentences_per_second"])
+        scores = " ".join(f"{m.display} {m.format(entry['scores'][m.name]['score'])}" for m in text_metrics(headline_only=True))
+        log.info("%s: %s (%.1f sentences/s)", key, scores, entry["sentences_per_second"])

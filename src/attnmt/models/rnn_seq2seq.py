@@ -1,19 +1,20 @@
 """RNN encoder-decoder with Bahdanau or Luong attention (implements models/seq2seq.py).
 
-Bahdanau and Luong share every module; `attention` picks the step order of the one decoder
-(see modules/rnn.AttentionalDecoder) and `score` picks the attention function. Cross-attention
-comes back as [B, 1, 1, T, S] (one layer, one head).
+Bahdanau and Luong share every module; `step_order` picks the step order of the one decoder
+(see modules/rnn.AttentionalDecoder) and `attention`, a Hydra node the model calls with its sizes,
+picks the attention (modules/attention.py: the contract). Cross-attention comes back as
+[B, 1, 1, T, S] (one layer, one head).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from attnmt.errors import ConfigError
-from attnmt.modules.rnn_attention import build_rnn_attention
 from attnmt.modules.dropout import Dropout
 from attnmt.modules.embeddings import count_parameters, require_dropout, require_positive, tied_embeddings
 from attnmt.modules.init import initialise
@@ -21,34 +22,34 @@ from attnmt.modules.rnn import AttentionalDecoder, DecoderState, EncoderOutput, 
 
 log = logging.getLogger(__name__)
 
-ATTENTION_STYLES = ("bahdanau", "luong")
+STEP_ORDERS = ("bahdanau", "luong")
 
 
 class RNNSeq2Seq(nn.Module):
     """Bidirectional RNN encoder + attentional RNN decoder.
 
-    attention: "bahdanau" (attend from s_{t-1}, context into the RNN, maxout readout) or
-               "luong" (RNN first, attend from h_t, h~_t = tanh(W_c [c_t; h_t]))
-    score: "additive" / "concat" (v^T tanh(W_q q + W_k k)), "dot", "general" (q^T W_a k)
+    attention: a factory (the config's `_partial_: true` node) the model calls as
+               attention(query_size=hidden_size, key_size=2 * encoder_hidden_size, attention_size=attention_size)
+               -> the decoder's single-head attention (global, local, sparsemax, ... around any score)
+    step_order: "bahdanau" (attend from s_{t-1}, context into the RNN, maxout readout) or
+                "luong" (RNN first, attend from h_t, h~_t = tanh(W_c [c_t; h_t]))
     input_feeding: Luong only: feed h~_{t-1} into the next RNN input
-    local_attention: None (global) or "monotonic" / "predictive": Luong's local-m / local-p window
-    local_window: the window's half-width D (2D+1 source positions)
-    scale_scores: divide dot/general scores by sqrt(hidden_size) (false: Luong's unscaled form)
+    attention_size: the hidden width of attention layers that have one (additive/concat score,
+                    local-p's position predictor); attentions without one ignore it
     init: "pytorch" (PyTorch defaults, measured best here) or "xavier" (xavier_uniform Linear weights,
           zero biases, embeddings N(0, 0.1^2) as OpenNMT/fairseq)
     """
+
+    family = "rnn"  # what benchmark.reference_key and the tests' tiny sizes go by
 
     def __init__(
         self,
         src_vocab_size: int,
         tgt_vocab_size: int,
         shared_vocab: bool,
-        attention: str = "luong",
-        score: str = "general",
+        attention: Callable[..., nn.Module] | None = None,
+        step_order: str = "luong",
         input_feeding: bool = True,
-        local_attention: str | None = None,
-        local_window: int = 5,
-        scale_scores: bool = True,
         rnn_type: str = "gru",
         embedding_size: int = 256,
         encoder_hidden_size: int = 128,
@@ -75,16 +76,21 @@ class RNNSeq2Seq(nn.Module):
         )
         require_dropout(dropout)
         check_rnn_type(rnn_type)
-        if attention not in ATTENTION_STYLES:
-            raise ConfigError(f"model.attention={attention!r} must be one of {', '.join(ATTENTION_STYLES)}")
-        if attention == "bahdanau" and input_feeding:
-            raise ConfigError("model.input_feeding=true applies to attention=luong only (Bahdanau always feeds the context)")
+        if not callable(attention):
+            raise ConfigError(
+                f"model.attention={attention!r} is not an attention node: give a _target_ with _partial_: true "
+                "(configs/model/*.yaml, docs/adding_an_attention.md); Bahdanau vs Luong is model.step_order"
+            )
+        if step_order not in STEP_ORDERS:
+            raise ConfigError(f"model.step_order={step_order!r} must be one of {', '.join(STEP_ORDERS)}")
+        if step_order == "bahdanau" and input_feeding:
+            raise ConfigError("model.input_feeding=true applies to step_order=luong only (Bahdanau always feeds the context)")
         self.src_vocab_size = src_vocab_size
         self.tgt_vocab_size = tgt_vocab_size
         memory_size = 2 * encoder_hidden_size
-        decoder_readout = readout_size if attention == "bahdanau" else hidden_size
+        decoder_readout = readout_size if step_order == "bahdanau" else hidden_size
         if tie_embeddings and decoder_readout != embedding_size:
-            key = "readout_size" if attention == "bahdanau" else "hidden_size"
+            key = "readout_size" if step_order == "bahdanau" else "hidden_size"
             raise ConfigError(
                 f"model.tie_embeddings=true needs model.{key} ({decoder_readout}) == model.embedding_size ({embedding_size})"
             )
@@ -94,7 +100,10 @@ class RNNSeq2Seq(nn.Module):
         )
         self.dropout = Dropout(dropout)
         self.encoder = RNNEncoder(rnn_type, embedding_size, encoder_hidden_size, encoder_layers, dropout)
-        query_size = hidden_size
+        try:  # built before the decoder's own layers: the order parameters are drawn in is part of the init
+            attention_module = attention(query_size=hidden_size, key_size=memory_size, attention_size=attention_size)
+        except TypeError as error:  # a node whose keys the class does not take
+            raise ConfigError(f"model.attention could not be built: {error}") from None
         self.decoder = AttentionalDecoder(
             rnn_type=rnn_type,
             embedding_size=embedding_size,
@@ -102,10 +111,8 @@ class RNNSeq2Seq(nn.Module):
             hidden_size=hidden_size,
             num_layers=decoder_layers,
             dropout=dropout,
-            attention=build_rnn_attention(
-                score, query_size, memory_size, attention_size, local_attention, local_window, scale_scores
-            ),
-            attend_before_rnn=attention == "bahdanau",
+            attention=attention_module,
+            attend_before_rnn=step_order == "bahdanau",
             input_feeding=input_feeding,
             readout_size=readout_size,
         )
@@ -114,7 +121,8 @@ class RNNSeq2Seq(nn.Module):
         initialise(self, init, [self.src_embed, self.tgt_embed], embedding_std=0.1)
         if tie_embeddings:
             self.output.weight = self.tgt_embed.weight
-        log.info("RNNSeq2Seq (%s, %s score, %s): %d parameters", attention, score, local_attention or "global", self.num_parameters())
+        log.info("RNNSeq2Seq (%s step order, %s): %d parameters",
+                 step_order, type(attention_module).__name__, self.num_parameters())
 
     def num_parameters(self) -> int:
         return count_parameters(self)

@@ -1,7 +1,7 @@
 """The Seq2Seq protocol: what search.py, task.py, viz.py and the scripts rely on.
 
 Every model (RNN with Bahdanau or Luong attention, Transformer) implements it, so a new variant
-needs a module and a YAML file, nothing else. Shapes: B batch, S source length, T target length,
+needs a module and a YAML file, nothing else (docs/adding_an_attention.md). Shapes: B batch, S source length, T target length,
 V target vocabulary, L attention layers (1 for RNNs), H heads (1 for RNNs).
 
 Cross-attention always comes as one tensor [B, L, H, T, S] (teacher forcing) or [N, L, H, S]
@@ -20,6 +20,7 @@ import torch
 
 @runtime_checkable
 class Seq2Seq(Protocol):
+    family: str  # a class attribute naming the model family ("rnn", "transformer"): benchmarks and tests go by it
     src_vocab_size: int
     tgt_vocab_size: int
 

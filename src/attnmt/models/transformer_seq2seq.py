@@ -2,9 +2,9 @@
 
 Pre-norm stacks, sinusoidal positions, embeddings scaled by sqrt(d_model). With
 tie_embeddings and a joint vocabulary one table serves source input, target input and output;
-with separate vocabularies only target input and output are tied. encoder_window /
-decoder_window turn self-attention into sliding-window attention (modules/sliding_window.py);
-cross-attention always sees the whole source.
+with separate vocabularies only target input and output are tied. encoder_self_attention /
+decoder_self_attention say which positions self-attention sees (modules/self_attention.py: full by
+default, sliding_window.SlidingWindowSelfAttention, ...); cross-attention always sees the whole source.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from attnmt.modules.embeddings import (
     tied_embeddings,
 )
 from attnmt.modules.init import initialise
-from attnmt.modules.sliding_window import check_window
+from attnmt.modules.self_attention import SelfAttentionPattern
 from attnmt.modules.transformer import LayerCache, TransformerDecoder, TransformerEncoder
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,11 @@ class TransformerState:
 
 
 class TransformerSeq2Seq(nn.Module):
-    """init: "xavier" (xavier_uniform Linear weights, zero biases) or "pytorch" (PyTorch's defaults)."""
+    """encoder_self_attention / decoder_self_attention: the config's `_target_` nodes, built by Hydra
+    (None: full self-attention); init: "xavier" (xavier_uniform Linear weights, zero biases) or
+    "pytorch" (PyTorch's defaults)."""
+
+    family = "transformer"  # what benchmark.reference_key and the tests' tiny sizes go by
 
     def __init__(
         self,
@@ -71,8 +75,8 @@ class TransformerSeq2Seq(nn.Module):
         ff_size: int = 1024,
         dropout: float = 0.1,
         tie_embeddings: bool = True,
-        encoder_window: int | None = None,
-        decoder_window: int | None = None,
+        encoder_self_attention: SelfAttentionPattern | None = None,
+        decoder_self_attention: SelfAttentionPattern | None = None,
         init: str = "xavier",
     ) -> None:
         super().__init__()
@@ -93,10 +97,15 @@ class TransformerSeq2Seq(nn.Module):
         self.d_model = d_model
         self.src_embed, self.tgt_embed = tied_embeddings(src_vocab_size, tgt_vocab_size, d_model, shared_vocab, tie_embeddings)
         self.dropout = Dropout(dropout)
-        check_window(encoder_window, "model.encoder_window")
-        check_window(decoder_window, "model.decoder_window")
-        self.encoder = TransformerEncoder(encoder_layers, d_model, heads, ff_size, dropout, encoder_window)
-        self.decoder = TransformerDecoder(decoder_layers, d_model, heads, ff_size, dropout, decoder_window)
+        patterns = {"encoder_self_attention": encoder_self_attention, "decoder_self_attention": decoder_self_attention}
+        for key, pattern in patterns.items():
+            if pattern is not None and not all(callable(getattr(pattern, m, None)) for m in ("prepare", "attend", "visible")):
+                raise ConfigError(
+                    f"model.{key}={pattern!r} is not a self-attention pattern (prepare/attend/visible): give a _target_ node, "
+                    "e.g. attnmt.modules.self_attention.FullSelfAttention (modules/self_attention.py)"
+                )
+        self.encoder = TransformerEncoder(encoder_layers, d_model, heads, ff_size, dropout, encoder_self_attention)
+        self.decoder = TransformerDecoder(decoder_layers, d_model, heads, ff_size, dropout, decoder_self_attention)
         self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
         initialise(self, init, embeddings=[], embedding_std=0.0)  # Linear layers only
         # part of the architecture, not of the scheme: inputs are scaled by sqrt(d_model), so

@@ -11,12 +11,20 @@ weight and a row with no real key at all yields zeros, never NaN, in float32, bf
 
 - AdditiveAttention: Bahdanau et al. (2015) score v^T tanh(W_q q + W_k k); H = 1. Luong's
   "concat" score is the same function, so it is built from this class too.
-- DotProductAttention: Luong et al. (2015) "dot" (q . k) and "general" (q . W_a k); H = 1.
-  By default the score is divided by sqrt(d), d the key width, as in Vaswani et al. (2017):
-  unscaled, the scores of a d=256 state grow with d and the softmax saturates within tens of
-  updates on one source position (in Multi30k the final "."), after which no gradient reaches
-  the others; `scaled=False` keeps the paper's unscaled form for comparison.
+- DotProductAttention: Luong et al. (2015) "dot" (q . k) and, with bilinear=True, "general"
+  (q . W_a k); H = 1. By default the score is divided by sqrt(d), d the query width, as in
+  Vaswani et al. (2017): unscaled, the scores of a d=256 state grow with d and the softmax
+  saturates within tens of updates on one source position (in Multi30k the final "."), after
+  which no gradient reaches the others; `scaled=False` keeps the paper's unscaled form.
 - MultiHeadAttention: scaled dot-product attention with H heads (Transformer).
+
+How an RNN model builds its attention (the contract every RNN attention class keeps): the model
+config's `attention:` is a Hydra node with `_partial_: true`; the model calls it with its sizes,
+`attention(query_size=<decoder state>, key_size=<encoder annotations>, attention_size=<the hidden
+width the model budgets for attention layers>)`, and gets an nn.Module with `precompute(keys)`,
+`score(query, projected_keys)` and this forward pass (SingleHeadAttention). A class that needs no
+hidden layer accepts attention_size and ignores it. Wrappers (local attention, sparsemax) take the
+node of the score they wrap as `score` and build it with the same sizes.
 
 Key projections depend only on the source, so the RNN attentions expose `precompute(keys)` and
 accept its result as `projected_keys`; the decoder computes it once per sentence, not per step.
@@ -97,17 +105,23 @@ class AdditiveAttention(SingleHeadAttention):
 
 class DotProductAttention(SingleHeadAttention):
     """Luong "dot" (score q . k) or, with bilinear=True, "general" (score q . W_a k),
-    divided by sqrt(query_size) when `scaled` (the default)."""
+    divided by sqrt(query_size) when `scaled` (the default). attention_size is unused (no hidden layer)."""
 
     def __init__(
-        self, query_size: int, key_size: int, bilinear: bool, scaled: bool = True, config_key: str = "model.score"
+        self,
+        query_size: int,
+        key_size: int,
+        attention_size: int | None = None,
+        bilinear: bool = True,
+        scaled: bool = True,
+        config_key: str = "model.attention",
     ) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(query_size) if scaled else 1.0
         if not bilinear and query_size != key_size:
             raise ConfigError(
-                f"{config_key}=dot needs the decoder state size ({query_size}) to equal the encoder "
-                f"output size ({key_size}); use score 'general' or matching sizes"
+                f"{config_key}.bilinear=false (Luong's dot score) needs the decoder state size ({query_size}) to equal "
+                f"the encoder output size ({key_size}); set {config_key}.bilinear=true (general) or matching sizes"
             )
         self.key_proj = nn.Linear(key_size, query_size, bias=False) if bilinear else None
 

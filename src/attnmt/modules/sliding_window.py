@@ -8,6 +8,9 @@ Two exact implementations of the same function:
   inside autograd. The attention itself still goes through F.scaled_dot_product_attention.
 - masked (short inputs, where blocking would not save work): full attention with a band mask.
 `WindowPlan.build` picks one per batch and builds its masks once; every layer reuses them.
+SlidingWindowSelfAttention is the Transformer's seam object (modules/self_attention.py) for it:
+
+    encoder_self_attention: {_target_: attnmt.modules.sliding_window.SlidingWindowSelfAttention, window: 4}
 
 A query keeps its own position as a key even when that position is padding, so no row is ever
 fully masked (padding queries produce values nobody reads; real queries never see padding keys).
@@ -21,11 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from attnmt.errors import ConfigError
-
-
-def check_window(window: int | None, config_key: str) -> None:
-    if window is not None and (not isinstance(window, int) or window < 1):
-        raise ConfigError(f"{config_key}={window!r} must be null (full attention) or a positive number of positions")
+from attnmt.modules.attention import MultiHeadAttention
 
 
 def band(length_q: int, length_k: int, window: int, causal: bool, device: torch.device) -> torch.Tensor:
@@ -96,3 +95,29 @@ class WindowPlan:
         context = F.scaled_dot_product_attention(blocks, key_windows(k), key_windows(v), attn_mask=self.mask, dropout_p=dropout)
         context = context.view(batch, n, heads, w, size).transpose(1, 2).flatten(2, 3)  # [B, H, n*w, d]
         return context[:, :, :length]
+
+
+@dataclass(frozen=True)
+class SlidingWindowSelfAttention:
+    """Self-attention within `window` positions on each side (causal: itself and the `window` before it)."""
+
+    window: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
+            raise ConfigError(
+                f"self-attention window={self.window!r} (model.encoder_self_attention / model.decoder_self_attention) "
+                "must be a positive number of positions; use FullSelfAttention for full attention"
+            )
+
+    def prepare(self, key_mask: torch.Tensor | None, causal: bool, batch: int, length: int, device: torch.device) -> WindowPlan:
+        return WindowPlan.build(key_mask, self.window, causal=causal, batch=batch, length=length, device=device)
+
+    def attend(
+        self, attention: MultiHeadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: WindowPlan
+    ) -> torch.Tensor:
+        return attention.attend_windowed(q, k, v, plan)
+
+    def visible(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoding: the last window + 1 cached positions."""
+        return k[:, :, -self.window - 1 :], v[:, :, -self.window - 1 :]

@@ -2,7 +2,9 @@
 
 Shapes: B batch, S source length, T target length, D d_model, H heads, d = D / H.
 Pre-norm (LayerNorm before each sub-layer, one final LayerNorm per stack) trains stably
-without learning-rate warm-up tricks being critical.
+without learning-rate warm-up tricks being critical. Which positions self-attention sees (full,
+sliding window, ...) is the stack's self-attention pattern (`pattern`, modules/self_attention.py),
+one object shared by its layers; cross-attention always sees the whole source.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from attnmt.modules.attention import MultiHeadAttention
 from attnmt.modules.dropout import Dropout
-from attnmt.modules.sliding_window import WindowPlan
+from attnmt.modules.self_attention import FullSelfAttention, SelfAttentionPattern
 
 
 class FeedForward(nn.Sequential):
@@ -23,44 +25,42 @@ class FeedForward(nn.Sequential):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, heads: int, ff_size: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, ff_size: int, dropout: float, pattern: SelfAttentionPattern) -> None:
         super().__init__()
+        self.pattern = pattern  # which positions self-attention sees (no parameters)
         self.self_norm = nn.LayerNorm(d_model)
         self.self_attention = MultiHeadAttention(d_model, heads, dropout)
         self.ff_norm = nn.LayerNorm(d_model)
         self.feed_forward = FeedForward(d_model, ff_size, dropout)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, window: WindowPlan | None = None) -> torch.Tensor:
-        """x [B, S, D], mask [B, 1, 1, S], window: sliding-window plan or None (full attention) -> [B, S, D]"""
+    def forward(self, x: torch.Tensor, plan) -> torch.Tensor:
+        """x [B, S, D], plan: what the stack's pattern prepared for this batch -> [B, S, D]"""
         normed = self.self_norm(x)
         q = self.self_attention.project_query(normed)
         k, v = self.self_attention.project_kv(normed, normed)
-        if window is None:
-            attended, _ = self.self_attention.attend(q, k, v, mask, need_weights=False)
-        else:
-            attended = self.self_attention.attend_windowed(q, k, v, window)
-        x = x + self.dropout(attended)
+        x = x + self.dropout(self.pattern.attend(self.self_attention, q, k, v, plan))
         return x + self.dropout(self.feed_forward(self.ff_norm(x)))
 
 
 class TransformerEncoder(nn.Module):
-    """window: None for full self-attention, or w: each position attends to w positions each side."""
+    """self_attention: which positions each source position sees (default: all of them)."""
 
-    def __init__(self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float, window: int | None = None) -> None:
+    def __init__(
+        self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float,
+        self_attention: SelfAttentionPattern | None = None,
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(d_model, heads, ff_size, dropout) for _ in range(num_layers))
+        self.pattern = self_attention or FullSelfAttention()
+        self.layers = nn.ModuleList(EncoderLayer(d_model, heads, ff_size, dropout, self.pattern) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
-        self.window = window
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         """x [B, S, D] embedded source, src_mask [B, S] bool -> memory [B, S, D]"""
-        mask = src_mask[:, None, None, :]  # [B, 1, 1, S]
-        plan = None
-        if self.window is not None:  # masks built once for every layer
-            plan = WindowPlan.build(src_mask, self.window, causal=False, batch=x.size(0), length=x.size(1), device=x.device)
+        # masks built once for every layer
+        plan = self.pattern.prepare(src_mask, causal=False, batch=x.size(0), length=x.size(1), device=x.device)
         for layer in self.layers:
-            x = layer(x, mask, plan)
+            x = layer(x, plan)
         return self.final_norm(x)
 
 
@@ -116,9 +116,9 @@ def _extend(past: torch.Tensor, new: torch.Tensor, order: torch.Tensor | None) -
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, heads: int, ff_size: int, dropout: float, window: int | None = None) -> None:
+    def __init__(self, d_model: int, heads: int, ff_size: int, dropout: float, pattern: SelfAttentionPattern) -> None:
         super().__init__()
-        self.window = window  # causal sliding window of self-attention, None = all previous positions
+        self.pattern = pattern  # which previous positions self-attention sees (no parameters)
         self.self_norm = nn.LayerNorm(d_model)
         self.self_attention = MultiHeadAttention(d_model, heads, dropout)
         self.cross_norm = nn.LayerNorm(d_model)
@@ -137,18 +137,15 @@ class DecoderLayer(nn.Module):
         memory_kv: tuple[torch.Tensor, torch.Tensor],
         src_mask: torch.Tensor,
         need_weights: bool,
-        window: WindowPlan | None = None,
+        plan,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Teacher forcing: x [B, T, D], memory_kv cross K/V [B, H, S, d], src_mask [B, 1, 1, S],
-        causal self-attention over x (windowed when `window` is given)
+        plan: what the stack's pattern prepared (causal self-attention over x)
         -> (output [B, T, D], cross weights [B, H, T, S] or None)"""
         normed = self.self_norm(x)
         q = self.self_attention.project_query(normed)
         k, v = self.self_attention.project_kv(normed, normed)  # [B, H, T, d]
-        if window is not None:
-            attended = self.self_attention.attend_windowed(q, k, v, window)
-        else:
-            attended, _ = self.self_attention.attend(q, k, v, None, need_weights=False, is_causal=True)
+        attended = self.pattern.attend(self.self_attention, q, k, v, plan)
         return self._cross_and_feed_forward(x + self.dropout(attended), memory_kv, src_mask, need_weights)
 
     def step(
@@ -160,9 +157,7 @@ class DecoderLayer(nn.Module):
         normed = self.self_norm(x)
         q = self.self_attention.project_query(normed)
         cache = cache.extend(*self.self_attention.project_kv(normed, normed), order)  # self K/V [N, H, t+1, d]
-        keys, values = cache.self_k, cache.self_v
-        if self.window is not None:  # the window: the last w + 1 positions
-            keys, values = keys[:, :, -self.window - 1 :], values[:, :, -self.window - 1 :]
+        keys, values = self.pattern.visible(cache.self_k, cache.self_v)
         attended, _ = self.self_attention.attend(q, keys, values, None, need_weights=False)
         x = x + self.dropout(attended)
         # the beams of a sentence are that sentence's queries: [B, beams, D] against its K/V [B, H, S, d]
@@ -186,13 +181,16 @@ class DecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """window: None for full causal self-attention, or w: each position attends to itself and the w before it."""
+    """self_attention: which previous positions each target position sees (default: all of them)."""
 
-    def __init__(self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float, window: int | None = None) -> None:
+    def __init__(
+        self, num_layers: int, d_model: int, heads: int, ff_size: int, dropout: float,
+        self_attention: SelfAttentionPattern | None = None,
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d_model, heads, ff_size, dropout, window) for _ in range(num_layers))
+        self.pattern = self_attention or FullSelfAttention()
+        self.layers = nn.ModuleList(DecoderLayer(d_model, heads, ff_size, dropout, self.pattern) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
-        self.window = window
 
     def start_cache(self, memory: torch.Tensor) -> list[LayerCache]:
         """memory [B, S, D] -> one LayerCache per layer, one hypothesis per sentence."""
@@ -204,12 +202,10 @@ class TransformerDecoder(nn.Module):
         """Teacher forcing: x [B, T, D], memory [B, S, D], src_mask [B, S]
         -> (hidden [B, T, D], cross-attention [B, L, H, T, S] or None)"""
         mask = src_mask[:, None, None, :]  # [B, 1, 1, S]
-        plan = None
-        if self.window is not None:
-            plan = WindowPlan.build(None, self.window, causal=True, batch=x.size(0), length=x.size(1), device=x.device)
+        plan = self.pattern.prepare(None, causal=True, batch=x.size(0), length=x.size(1), device=x.device)  # once for every layer
         all_weights = []
         for layer in self.layers:
-            x, weights = layer(x, layer.cross_attention.project_kv(memory, memory), mask, need_weights, window=plan)
+            x, weights = layer(x, layer.cross_attention.project_kv(memory, memory), mask, need_weights, plan)
             all_weights.append(weights)
         return self.final_norm(x), torch.stack(all_weights, dim=1) if need_weights else None
 
