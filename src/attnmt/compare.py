@@ -83,7 +83,7 @@ def _scalars(run: Path) -> tuple[dict[str, list[tuple[float, int, float]]], floa
 
 
 def _variant(run: Path, config: Any) -> str:
-    """The model config's name, with any model.* overrides of the job: e.g. luong[scale_scores=false]."""
+    """The model config's name, with any model.* overrides of the job: e.g. luong[attention.scaled=false]."""
     overrides = run / ".hydra" / "hydra.yaml"
     if overrides.is_file():
         hydra_cfg = OmegaConf.load(overrides).hydra
