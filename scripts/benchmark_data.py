@@ -9,9 +9,13 @@ For each corpus, one fresh process prepares it into an empty cache (sentencepiec
 encoding of every split): build seconds, training pairs per second, its peak RSS (ru_maxrss) and
 the peak of its RSS plus its encoding workers' (sampled every 50 ms), and the CPU seconds it and
 its workers used (comparable when the machine is shared; sentencepiece trains on every core). A second fresh process then starts from that cache the way
-training does (DataModule built, training loader created, first batch drawn): seconds and peak RSS.
+training does (DataModule built, training loader created, first batch drawn): seconds, the CPU
+seconds of that process in that phase (`start cpu s`: comparable when the machine is shared) and
+its peak RSS.
 Every measurement runs in its own process, so peak RSS figures are per run (ru_maxrss).
-Add `--keep-cache` to leave the caches (next to each corpus, in `cache-p<num_proc>/`).
+Add `--keep-cache` to leave the caches (next to each corpus, in `cache-p<num_proc><tag>/`), and
+`--start-only` to measure only the cached start from such a kept cache (build columns: nan; run it
+twice on a cache written by an older version: the first start adds the length index).
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ def child(args: dict) -> dict:
 
     sampler = TotalRss()
     sampler.start()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     datamodule = _datamodule(args)
     datamodule.setup("fit")
     facts = {"cache_hits": datamodule.cache_hits, "train_pairs": len(datamodule.dataset("train"))}
@@ -118,6 +122,7 @@ def child(args: dict) -> dict:
         batch = next(iter(datamodule.train_dataloader()))
         facts["first_batch"] = list(batch.src.shape)
     facts["seconds"] = time.perf_counter() - started
+    facts["phase_cpu_seconds"] = time.process_time() - cpu_started  # this process's CPU time in the phase
     usage, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds of this process and its (finished) workers: comparable across machine loads
     facts["cpu_seconds"] = usage.ru_utime + usage.ru_stime + workers.ru_utime + workers.ru_stime
@@ -156,6 +161,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--no-start", action="store_true", help="skip the cached-start measurement")
     parser.add_argument("--keep-cache", action="store_true")
+    parser.add_argument("--start-only", action="store_true", help="only the cached start, from a kept cache")
     parser.add_argument("--tag", default="", help="suffix of the cache folders (runs side by side)")
     options = parser.parse_args(argv)
     if options.child:
@@ -166,23 +172,28 @@ def main(argv: list[str]) -> int:
     if not corpora:
         parser.error("nothing to measure: give --make N and/or --corpus DIR")
     print(f"{'corpus':>10} {'pairs':>9} {'proc':>4} {'build s':>8} {'pairs/s':>8} {'peak RSS MB':>11} "
-          f"{'+workers MB':>11} {'cpu s':>7} {'start s':>7} {'start RSS MB':>12}", flush=True)
+          f"{'+workers MB':>11} {'cpu s':>7} {'start s':>7} {'start cpu s':>11} {'start RSS MB':>12}", flush=True)
     for corpus in corpora:
         pairs = lines_in(corpus / "train.en")
         for num_proc in options.num_proc:
             cache = corpus / f"cache-p{num_proc}{options.tag}"
-            shutil.rmtree(cache, ignore_errors=True)
             args = {"corpus": str(corpus), "cache": str(cache), "num_proc": num_proc, "vocab_size": options.vocab_size,
                     "input_sentence_size": options.input_sentence_size, "max_tokens": options.max_tokens}
-            built = run_child({**args, "phase": "prepare"})
-            start = {"seconds": float("nan"), "peak_rss_mb": float("nan")}
+            if options.start_only:
+                if not cache.is_dir():
+                    parser.error(f"--start-only: no cache {cache} (build it with --keep-cache)")
+                built = {"seconds": float("nan"), "peak_rss_mb": float("nan"), "cpu_seconds": float("nan")}
+            else:
+                shutil.rmtree(cache, ignore_errors=True)
+                built = run_child({**args, "phase": "prepare"})
+            start = {"seconds": float("nan"), "peak_rss_mb": float("nan"), "phase_cpu_seconds": float("nan")}
             if not options.no_start:
                 start = run_child({**args, "phase": "start"})
                 assert set(start["cache_hits"].values()) == {True}, start["cache_hits"]
             print(f"{corpus.name:>10} {pairs:>9} {num_proc:>4} {built['seconds']:>8.1f} {pairs / built['seconds']:>8.0f} "
-                  f"{built['peak_rss_mb']:>11.0f} {built.get('total_peak_rss_mb', float('nan')):>11.0f} {built['cpu_seconds']:>7.1f} {start['seconds']:>7.2f} "
+                  f"{built['peak_rss_mb']:>11.0f} {built.get('total_peak_rss_mb', float('nan')):>11.0f} {built['cpu_seconds']:>7.1f} {start['seconds']:>7.2f} {start['phase_cpu_seconds']:>11.2f} "
                   f"{start['peak_rss_mb']:>12.0f}", flush=True)
-            if not options.keep_cache:
+            if not (options.keep_cache or options.start_only):
                 shutil.rmtree(cache, ignore_errors=True)
     return 0
 

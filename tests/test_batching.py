@@ -11,6 +11,8 @@ from attnmt.data.batching import TokenBucketSampler, collate
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 
 MAX_TOKENS = 300
+# first 3 indices of the first 2 training batches, seed 3, epoch 2, of the `lengths` fixture
+FIRST_BATCHES_SEED3_EPOCH2 = [[415, 811, 786], [932, 599, 200]]
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +160,50 @@ def test_numpy_cut_matches_the_greedy_loop(lengths, max_tokens: int) -> None:
     for shuffle in (True, False):
         batches = list(TokenBucketSampler(src, tgt, max_tokens=max_tokens, shuffle=shuffle))
         assert all(isinstance(i, int) for i in batches[0])  # the loader gets plain index lists
+
+
+def _previous_training_batches(src: np.ndarray, tgt: np.ndarray, max_tokens: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The training order of earlier versions: a full sort with a random key per pair, every epoch."""
+    cost = np.maximum(src, tgt)
+    rng = np.random.default_rng([seed, epoch])
+    order = np.lexsort((rng.random(len(cost)), tgt, src, cost))
+    batches = TokenBucketSampler(src, tgt, max_tokens, shuffle=False)._cut(order)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 37, 300, 5000])
+def test_training_batches_have_the_shapes_of_the_full_sort(lengths, max_tokens: int) -> None:
+    """The cut made from length groups is the full sort's cut, and the batch order is the same: step
+    after step the same (cost, src, tgt) lengths as before; only which equal-length pairs fill a
+    batch was drawn differently (see TokenBucketSampler)."""
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, max_tokens, shuffle=True, seed=3)
+    for epoch in (0, 1, 7):
+        sampler.set_epoch(epoch)
+        new, old = list(sampler), _previous_training_batches(src, tgt, max_tokens, 3, epoch)
+        assert len(new) == len(old) == len(sampler)
+        shape = lambda batch: sorted((max(src[i], tgt[i]), src[i], tgt[i]) for i in batch)  # noqa: E731
+        assert [shape(b) for b in new] == [shape(b) for b in old]
+
+
+def test_first_training_batches_are_fixed_for_a_seed(lengths) -> None:
+    """Same seed and epoch, same batches, across versions too: a change of these numbers changes
+    every run's training order (and must say so in the notes)."""
+    src, tgt = lengths
+    sampler = TokenBucketSampler(src, tgt, MAX_TOKENS, shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    first = [batch[:3] for batch in list(sampler)[:2]]
+    assert first == FIRST_BATCHES_SEED3_EPOCH2, first
+
+
+def test_dataset_sampler_reads_no_lengths_to_train(tiny_datamodule) -> None:
+    """Training batches come from the memory-mapped length index: the per-pair lengths are never
+    read (a start costs the same for any corpus size)."""
+    sampler = tiny_datamodule.sampler("train", shuffle=True)
+    batches = list(sampler)
+    assert sampler._lengths is None
+    assert sorted(i for b in batches for i in b) == list(range(len(tiny_datamodule.dataset("train"))))
+    dataset = tiny_datamodule.dataset("train")
+    reference = TokenBucketSampler(dataset.src_lengths + 1, dataset.tgt_lengths + 1, sampler.max_tokens, shuffle=True,
+                                   seed=tiny_datamodule.seed)
+    assert batches == list(reference)

@@ -15,11 +15,11 @@ import pytest
 
 from attnmt.data import streaming
 from attnmt.data.streaming import PairStats, iter_pair_chunks
-from attnmt.data.token_cache import NpyAppender, TokenPairDataset, encode_split
+from attnmt.data.token_cache import INDEX_FILES, LengthIndex, NpyAppender, TokenPairDataset, encode_split, write_length_index
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings
 from attnmt.errors import ConfigError
 
-ARRAYS = ("src_tokens.npy", "tgt_tokens.npy", "src_offsets.npy", "tgt_offsets.npy", "positions.npy")
+ARRAYS = ("src_tokens.npy", "tgt_tokens.npy", "src_offsets.npy", "tgt_offsets.npy", "positions.npy", *INDEX_FILES)
 
 
 def text_pairs(src: Path, tgt: Path) -> tuple[list[str], list[str]]:
@@ -96,7 +96,7 @@ def test_cache_follows_the_umask(tiny_tokenizer: Tokenizer, small_pair, tmp_path
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "ids").stat().st_mode) == folder_mode
     files = list((tmp_path / "ids").iterdir())
-    assert len(files) == 6 and {stat.S_IMODE(f.stat().st_mode) for f in files} == {file_mode}
+    assert len(files) == 8 and {stat.S_IMODE(f.stat().st_mode) for f in files} == {file_mode}
 
 
 def test_worker_count_never_changes_the_cache(tiny_tokenizer: Tokenizer, tiny_parallel_dir: Path, tmp_path: Path) -> None:
@@ -151,3 +151,56 @@ def test_npy_appender_writes_ordinary_npy_files(tmp_path: Path, count: int) -> N
     np.save(tmp_path / "b.npy", values)
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
     assert np.array_equal(np.load(tmp_path / "a.npy", mmap_mode="r"), values)
+
+
+def test_length_index_groups_the_pairs_by_length(tiny_tokenizer: Tokenizer, tiny_parallel_dir: Path, tmp_path: Path) -> None:
+    encode(tiny_tokenizer, tiny_parallel_dir / "train.en", tiny_parallel_dir / "train.fr", tmp_path / "ids", limit=20)
+    dataset = TokenPairDataset(tmp_path / "ids")
+    index = dataset.length_index()
+    src, tgt = dataset.src_lengths, dataset.tgt_lengths
+    expected = np.lexsort((np.arange(len(src)), tgt, src, np.maximum(src, tgt)))  # stable: ascending index in a group
+    assert isinstance(index.order, np.memmap) and index.order.tolist() == expected.tolist()
+    assert index.groups[:, 3].sum() == len(dataset)
+    starts = np.r_[0, np.cumsum(index.groups[:, 3])]
+    for (cost, s, t, _), a, b in zip(index.groups.tolist(), starts[:-1], starts[1:]):
+        members = index.order[a:b]
+        assert (src[members] == s).all() and (tgt[members] == t).all() and cost == max(s, t)
+    assert LengthIndex.of(src, tgt).order.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 2_000])
+def test_length_index_is_built_in_blocks(tmp_path: Path, size: int) -> None:
+    rng = np.random.default_rng(size)
+    src, tgt = rng.integers(0, 50, size), rng.integers(0, 50, size)
+    np.save(tmp_path / "src_offsets.npy", np.r_[0, np.cumsum(src)].astype(np.int64))
+    np.save(tmp_path / "tgt_offsets.npy", np.r_[0, np.cumsum(tgt)].astype(np.int64))
+    write_length_index(tmp_path, block_pairs=97)  # many blocks: the counting sort must match one sort
+    reference = LengthIndex.of(src, tgt)
+    assert np.load(tmp_path / "by_length.npy").tolist() == reference.order.tolist()
+    assert np.load(tmp_path / "length_groups.npy").tolist() == reference.groups.tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src_offsets.npy", "tgt_offsets.npy", *INDEX_FILES])
+
+
+def test_a_cache_without_length_index_gets_one(tiny_tokenizer: Tokenizer, tiny_parallel_dir: Path, tmp_path: Path) -> None:
+    """Caches written before the length index existed keep their key: the index is added on first use."""
+    encode(tiny_tokenizer, tiny_parallel_dir / "train.en", tiny_parallel_dir / "train.fr", tmp_path / "ids")
+    expected = TokenPairDataset(tmp_path / "ids").length_index()
+    expected = (expected.order.tolist(), expected.groups.tolist())
+    for name in INDEX_FILES:
+        (tmp_path / "ids" / name).unlink()
+    index = TokenPairDataset(tmp_path / "ids").length_index()
+    assert (index.order.tolist(), index.groups.tolist()) == expected
+    assert all((tmp_path / "ids" / name).is_file() for name in INDEX_FILES)
+
+
+def test_workers_are_spawned_without_the_main_script() -> None:
+    """spawn would run the parent's main script (train.py: Hydra, torch, Lightning) in every worker."""
+    import sys
+
+    from attnmt.data.token_cache import _main_module_hidden
+
+    main = sys.modules["__main__"]
+    with _main_module_hidden():
+        hidden = sys.modules["__main__"]
+        assert getattr(hidden, "__file__", None) is None and getattr(hidden, "__spec__", None) is None
+    assert sys.modules["__main__"] is main

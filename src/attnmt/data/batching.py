@@ -6,14 +6,14 @@ The Batch type itself is in batch.py; the token-id cache the items come from is 
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from attnmt.data.batch import Batch
-from attnmt.data.token_cache import TokenPairDataset
+from attnmt.data.token_cache import LengthIndex, TokenPairDataset
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
 
 # collate adds one special token per side: src + EOS, BOS + tgt (tgt_in), tgt + EOS (tgt_out)
@@ -68,8 +68,13 @@ class TokenBucketSampler(Sampler[list[int]]):
 
     Training (shuffle=True): sort by (width, source length, target length) with random
     tie-breaks, cut greedily, shuffle the batch order; fresh per `set_epoch(e)`, identical for
-    the same seed and epoch. Because ties only reorder equal lengths, the number of batches
-    never changes between epochs (Lightning counts them once).
+    the same seed and epoch. Because ties only reorder equal lengths, the cut never changes
+    between epochs (Lightning counts the batches once): it is made once, from the length groups
+    of a `LengthIndex` (the token cache stores one per split), and an epoch only permutes the
+    batches (numpy's generator seeded (seed, epoch), as before) and, batch by batch, which pairs
+    of a length group fill its share of a batch (a keyed Feistel permutation within the group).
+    So a start neither sorts nor reads the split whole: the first batch costs the same for 29k or
+    29M pairs, and memory holds only the batch bounds (8 bytes per batch).
     Evaluation (shuffle=False): same sort, longest first (memory trouble shows on the first batch).
     Sharding: rank r takes batches r, r + R, ... With even=True (default for training) the
     remainder batches are dropped so every rank gets the same number (at most R - 1 batches
@@ -88,26 +93,76 @@ class TokenBucketSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         even: bool | None = None,
+        index: LengthIndex | None = None,
+        lengths: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
+        """`src_lengths` / `tgt_lengths`: per pair, as the collated tensors have them. Instead of
+        them, `index` (their LengthIndex) and `lengths` (a function returning them, called only if
+        evaluation order or padding_ratio needs them): what `for_dataset` passes."""
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
-        self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
-        self.tgt_lengths = np.asarray(tgt_lengths, dtype=np.int64)
-        self.cost = np.maximum(self.src_lengths, self.tgt_lengths)  # padded width of a pair's longer side
+        if src_lengths is not None:
+            src, tgt = np.asarray(src_lengths, dtype=np.int64), np.asarray(tgt_lengths, dtype=np.int64)
+            lengths = lambda: (src, tgt)  # noqa: E731
+        elif index is None or lengths is None:
+            raise ValueError("give src_lengths and tgt_lengths, or index and lengths")
+        self._lengths_of, self._lengths = lengths, None
+        self._index = index
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
         self.even = shuffle if even is None else even
         self.epoch = 0
-        self._cached: tuple[int, list[list[int]]] | None = None
+        self._cached: tuple[int, list[np.ndarray]] | None = None
+        self._plan: _Plan | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) after a restart
         # Lightning calls set_epoch on `dataloader.batch_sampler.sampler`, not on the batch sampler
         self.sampler = _EpochForwarder(self)
 
     @classmethod
     def for_dataset(cls, dataset: TokenPairDataset, max_tokens: int, **kwargs) -> "TokenBucketSampler":
-        return cls(dataset.src_lengths + SPECIALS_PER_SIDE, dataset.tgt_lengths + SPECIALS_PER_SIDE, max_tokens, **kwargs)
+        """Batches of a cached split: its length index is memory-mapped, its lengths read only if needed."""
+        return cls(None, None, max_tokens, index=dataset.length_index().shifted(SPECIALS_PER_SIDE),
+                   lengths=lambda: (dataset.src_lengths + SPECIALS_PER_SIDE, dataset.tgt_lengths + SPECIALS_PER_SIDE),
+                   **kwargs)
+
+    # lengths, specials included: read (or computed) on first use only
+    @property
+    def src_lengths(self) -> np.ndarray:
+        return self._all_lengths()[0]
+
+    @property
+    def tgt_lengths(self) -> np.ndarray:
+        return self._all_lengths()[1]
+
+    @property
+    def cost(self) -> np.ndarray:
+        """[N] padded width of each pair's longer side."""
+        return self._all_lengths()[2]
+
+    def _all_lengths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._lengths is None:
+            src, tgt = self._lengths_of()
+            src, tgt = np.asarray(src, dtype=np.int64), np.asarray(tgt, dtype=np.int64)
+            self._lengths = (src, tgt, np.maximum(src, tgt))
+        return self._lengths
+
+    @property
+    def size(self) -> int:
+        """Pairs in the split."""
+        return self._index.size if self._index is not None else len(self._all_lengths()[0])
+
+    @property
+    def index(self) -> LengthIndex:
+        if self._index is None:
+            self._index = LengthIndex.of(self.src_lengths, self.tgt_lengths)
+        return self._index
+
+    @property
+    def _lazy(self) -> bool:
+        """Training order: made batch by batch from the length index."""
+        return self.shuffle and self.even
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -121,7 +176,7 @@ class TokenBucketSampler(Sampler[list[int]]):
         before it moves the sampler to that epoch, so the next epoch's order must be set here.
         """
         self.epoch = epoch
-        if batches_done >= len(self.batches()):
+        if batches_done >= len(self):
             self.epoch, batches_done = epoch + 1, 0
         self._resume = (self.epoch, batches_done)
 
@@ -166,23 +221,34 @@ class TokenBucketSampler(Sampler[list[int]]):
         return batches
 
     def _all_batches(self) -> list[np.ndarray]:
-        """Batches of every rank for the current epoch, in order."""
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            # by padded width, then source length (halves the padding on the shorter side), ties at random
-            order = np.lexsort((rng.random(len(self.cost)), self.tgt_lengths, self.src_lengths, self.cost))
-            batches = self._cut(order)
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        else:
-            batches = self._cut(np.lexsort((-self.tgt_lengths, -self.src_lengths, -self.cost)))
+        """Batches of every rank for the current epoch, in order (evaluation order; with even=True)."""
+        batches = self._cut(np.lexsort((-self.tgt_lengths, -self.src_lengths, -self.cost)))
         if self.even:
             batches = batches[: len(batches) // self.num_replicas * self.num_replicas]
         return batches
 
+    def plan(self) -> "_Plan":
+        """The training cut (the same every epoch), made from the length groups on first use."""
+        if self._plan is None:
+            self._plan = _Plan(self.index, self.max_tokens)
+        return self._plan
+
+    def _lazy_order(self) -> np.ndarray:
+        """This rank's batch numbers (in the plan) for the current epoch, in training order."""
+        plan = self.plan()
+        rng = np.random.default_rng([self.seed, self.epoch])
+        # the batch order the full sort of earlier versions drew: after one draw per pair
+        rng.bit_generator.advance(self.size)
+        order = rng.permutation(plan.count)
+        return order[: plan.count // self.num_replicas * self.num_replicas][self.rank :: self.num_replicas]
+
     def batches(self) -> list[np.ndarray]:
-        """This rank's batches for the current epoch: int64 index arrays (views of one sort order)."""
+        """This rank's batches for the current epoch: int64 index arrays."""
         if self._cached is None or self._cached[0] != self.epoch:
-            if self.even:
+            if self._lazy:
+                plan, keys = self.plan(), _epoch_keys(self.seed, self.epoch)
+                mine = [plan.batch(int(j), keys) for j in self._lazy_order()]
+            elif self.even:
                 mine = self._all_batches()[self.rank :: self.num_replicas]
             else:
                 # evaluation: deal sentences (not batches) round-robin in length order, so every
@@ -198,9 +264,18 @@ class TokenBucketSampler(Sampler[list[int]]):
             epoch, done = self._resume
             skip = done if epoch == self.epoch else 0
             self._resume = None
+        if self._lazy:  # batch by batch: the first one costs no more for a big split
+            return self._iter_lazy(self.epoch, skip)
         return (batch.tolist() for batch in self.batches()[skip:])
 
+    def _iter_lazy(self, epoch: int, skip: int) -> Iterator[list[int]]:
+        plan, keys = self.plan(), _epoch_keys(self.seed, epoch)
+        for j in self._lazy_order()[skip:].tolist():
+            yield plan.batch(j, keys).tolist()
+
     def __len__(self) -> int:
+        if self._lazy:
+            return self.plan().count // self.num_replicas
         return len(self.batches())
 
     def padding_ratio(self) -> float:
@@ -213,6 +288,83 @@ class TokenBucketSampler(Sampler[list[int]]):
         return 1.0 - real / padded if padded else 0.0
 
 
+def _epoch_keys(seed: int, epoch: int) -> np.ndarray:
+    """Round keys of the within-group shuffles of one epoch."""
+    return np.random.SeedSequence([seed, epoch, 0x7A11]).generate_state(4, np.uint64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _shuffled(positions: np.ndarray, size: int, keys: np.ndarray) -> np.ndarray:
+    """A keyed pseudo-random permutation of range(size), at `positions` (a Feistel network on
+    the smallest even number of bits that holds size - 1, cycle-walking back into range)."""
+    if size <= 1:
+        return positions
+    half = max(1, ((size - 1).bit_length() + 1) // 2)
+    shift, mask = np.uint64(half), np.uint64((1 << half) - 1)
+    values = positions.astype(np.uint64)
+    todo = np.arange(len(values))
+    while len(todo):
+        x = values[todo]
+        for key in keys:
+            left, right = x >> shift, x & mask
+            x = (right << shift) | (left ^ (_mix(right ^ key) & mask))
+        values[todo] = x
+        todo = todo[x >= np.uint64(size)]
+    return values.astype(np.int64)
+
+
+class _Plan:
+    """The training cut of a LengthIndex for `max_tokens`: batch j holds sorted positions
+    bounds[j]..bounds[j + 1] (pairs ordered by cost, source, target length; ties in an order
+    that changes every epoch). The same greedy cut as `_cut` on an ascending order, made from the
+    length groups (a few thousand) instead of the pairs."""
+
+    def __init__(self, index: LengthIndex, max_tokens: int) -> None:
+        self.index = index
+        groups = index.groups
+        self.costs = groups[:, 0]
+        self.starts = np.concatenate([[0], np.cumsum(groups[:, 3])]).astype(np.int64)  # [K + 1]
+        self.keys = _mix(np.arange(len(groups), dtype=np.uint64) + np.uint64(1))  # one per group
+        # runs of equal cost (the cut depends on costs only)
+        change = np.flatnonzero(np.r_[True, self.costs[1:] != self.costs[:-1]]) if len(groups) else np.zeros(0, np.int64)
+        run_costs, run_starts = self.costs[change], self.starts[change]
+        run_ends = np.r_[run_starts[1:], self.starts[-1]]
+        bounds, start, run, total = [0], 0, 0, int(self.starts[-1])
+        while start < total:
+            # batch from `start`: pair k (0-based) fits while (k + 1) * its cost <= max_tokens
+            while run_ends[run] <= start:
+                run += 1
+            end, r = total, run
+            while r < len(run_costs):
+                first_over = max(int(run_starts[r]), start + max_tokens // int(run_costs[r]))
+                if first_over < run_ends[r]:
+                    end = max(first_over, start + 1)
+                    break
+                r += 1
+            bounds.append(end)
+            start = end
+        self.bounds = np.asarray(bounds, dtype=np.int64)
+        self.count = len(bounds) - 1
+
+    def batch(self, j: int, keys: np.ndarray) -> np.ndarray:
+        """Dataset indices of batch j for the epoch whose keys are `keys`."""
+        lo, hi = int(self.bounds[j]), int(self.bounds[j + 1])
+        g = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        parts = []
+        while lo < hi:
+            first, end = int(self.starts[g]), int(self.starts[g + 1])
+            take = np.arange(lo - first, min(hi, end) - first, dtype=np.int64)
+            parts.append(np.asarray(self.index.order[first + _shuffled(take, end - first, keys ^ self.keys[g])]))
+            lo, g = min(hi, end), g + 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class _EpochForwarder(Sampler[int]):
     """`batch_sampler.sampler` for Lightning: forwards set_epoch, iterates the indices in order."""
 
@@ -223,7 +375,7 @@ class _EpochForwarder(Sampler[int]):
         self._owner.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(len(self._owner.cost)))
+        return iter(range(self._owner.size))
 
     def __len__(self) -> int:
-        return len(self._owner.cost)
+        return self._owner.size

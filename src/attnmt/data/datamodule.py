@@ -3,14 +3,16 @@
 Everything expensive is cached under `cache_dir` and keyed by content, so a second build (or a
 second DDP rank) only opens files:
 - `spm-<key>/`: tokenizer, key = train file hashes + tokenizer settings (tokenizer.py);
-- `ids-<split>-<key>/`: token ids (token_cache.py), key = tokenizer fingerprint + split file
-  hashes + filtering.
+- `ids-<split>-<key>/`: token ids and the length index the training sampler batches by
+  (token_cache.py), key = tokenizer fingerprint + split file hashes + filtering.
 Preparation streams: the text is read and checked in chunks (streaming.py), encoded (in
 `num_proc` processes) and appended to disk (token_cache.py), so memory stays flat whatever the
 corpus size; the sentencepiece model trains on a sample streamed from the files.
 One process builds each item while the others (DDP ranks, parallel runs) wait on a lock file and
 then load it; writes are atomic (temp folder + rename). File hashes are remembered under
-`digests/` by (path, size, mtime), so a cached start does not reread a large corpus.
+`digests/` by (path, size, mtime), so a cached start does not reread a large corpus, and the
+training sampler works from the memory-mapped length index, so it neither sorts nor reads the
+split: a cached start costs the same for any corpus size.
 `cache_hits` says, per item, whether the last build reused it.
 """
 

@@ -5,14 +5,18 @@ to back, without specials (int16 when the vocabulary fits, else int32); `src_off
 `tgt_offsets.npy` [N + 1] int64 say where sentence i starts and ends; `positions.npy` [N] int64,
 increasing, maps dataset index -> position among the split's usable pairs (those
 `streaming.iter_pair_chunks` yields); `meta.json` holds the size, the drop counts and what the
-caller adds. A folder appears complete or not at all: it is written under a temporary name and
-renamed into place.
+caller adds. The length index is what the training sampler batches by, so that a start never sorts
+or even reads the whole split: `length_groups.npy` [K, 4] int64 rows (longer side, source length,
+target length, count) of the split's distinct length triples in ascending order, `by_length.npy`
+[N] int64 the dataset indices grouped that way (ascending index within a group). A folder appears
+complete or not at all: it is written under a temporary name and renamed into place. Caches
+written before the length index existed get it on first use (`TokenPairDataset.length_index`).
 
 `encode_split` encodes text chunks, optionally in `num_proc` worker processes, and appends every
 array chunk by chunk, so memory stays flat whatever the corpus size. Chunks have a fixed size and
 are written in input order, so the cache is byte-identical whatever the worker count.
 `TokenPairDataset` opens every array with mmap: memory stays flat however many DataLoader workers
-read it.
+read it, and whatever the corpus size (a start reads no array whole).
 
 This module imports neither torch nor lightning: encoding workers (spawned) start fast.
 """
@@ -24,8 +28,11 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
+import types
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -42,6 +49,9 @@ log = logging.getLogger("attnmt.data")
 CACHE_FORMAT = "ids-v1"  # part of every cache key: bump it when the layout or the reading rules change
 META_FILE = "meta.json"  # written last: a folder with it is complete
 _ARRAYS = ("src_tokens", "tgt_tokens", "src_offsets", "tgt_offsets", "positions")
+INDEX_FILES = ("by_length.npy", "length_groups.npy")  # the length index (derived from the offsets)
+_INDEX_BLOCK = 1 << 20  # pairs per step while the length index is built: memory stays flat
+_LENGTH_BITS = 21  # a sort key packs (longer side, source, target) lengths of up to 2**21 - 1 ids each
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -106,15 +116,16 @@ def _flat(ids: list[list[int]], lengths: np.ndarray, dtype: np.dtype) -> np.ndar
     return np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
 
 
-def encode_chunk(task: tuple[TextChunk, int | None, str]) -> EncodedChunk:
-    """Encode one chunk with the processors set up by `_init_encoder`; drop pairs over `limit`."""
-    chunk, limit, dtype_name = task
+def encode_chunk(task: tuple[int, list[str], list[str], int | None, str]) -> EncodedChunk:
+    """Encode one chunk (its first position, source and target sentences) with the processors set
+    up by `_init_encoder`; drop pairs over `limit`."""
+    first, src, tgt, limit, dtype_name = task
     dtype = np.dtype(dtype_name)
-    src_ids = _PROCESSORS["src"].encode(chunk.src, out_type=int)
-    tgt_ids = _PROCESSORS["tgt"].encode(chunk.tgt, out_type=int)
+    src_ids = _PROCESSORS["src"].encode(src, out_type=int)
+    tgt_ids = _PROCESSORS["tgt"].encode(tgt, out_type=int)
     src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
     tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
-    positions = np.arange(chunk.first, chunk.first + len(src_ids), dtype=np.int64)
+    positions = np.arange(first, first + len(src_ids), dtype=np.int64)
     if limit is not None:
         keep = (src_len <= limit) & (tgt_len <= limit)
         if not keep.all():
@@ -122,13 +133,27 @@ def encode_chunk(task: tuple[TextChunk, int | None, str]) -> EncodedChunk:
             src_ids, tgt_ids = [src_ids[i] for i in kept], [tgt_ids[i] for i in kept]
             src_len, tgt_len, positions = src_len[keep], tgt_len[keep], positions[keep]
     return EncodedChunk(_flat(src_ids, src_len, dtype), src_len, _flat(tgt_ids, tgt_len, dtype), tgt_len,
-                        positions, len(chunk.src))
+                        positions, len(src))
 
 
 @dataclass
 class EncodeResult:
     size: int  # pairs in the cache
     dropped_long: int
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While worker processes are spawned, a `__main__` without a file: spawn would otherwise run
+    the parent's main script in each worker (train.py: Hydra, torch and Lightning, ~2 CPU s and
+    ~200 MB per worker) for nothing, as the workers only need this module."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[EncodedChunk]:
@@ -146,7 +171,9 @@ def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[En
         return
     # spawn: a fresh interpreter per worker, safe whatever threads the parent runs (torch, Lightning)
     context = multiprocessing.get_context("spawn")
-    with context.Pool(num_proc, initializer=_init_encoder, initargs=initargs) as pool:
+    with _main_module_hidden():  # the pool starts its workers now (and replaces none later)
+        pool = context.Pool(num_proc, initializer=_init_encoder, initargs=initargs)
+    with pool:
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.apply_async(encode_chunk, (task,)))
@@ -190,7 +217,8 @@ def encode_split(
         writers["src_offsets"].append(np.zeros(1, np.int64))
         writers["tgt_offsets"].append(np.zeros(1, np.int64))
         encoded = 0
-        tasks = ((chunk, max_len_limit, dtype.name) for chunk in chunks)
+        # only what encoding needs crosses to the workers (not the chunk's line numbers)
+        tasks = ((chunk.first, chunk.src, chunk.tgt, max_len_limit, dtype.name) for chunk in chunks)
         for result in _ordered_map(tasks, num_proc, (src_model, tgt_model)):
             encoded += result.encoded
             for side, tokens, lengths in (("src", result.src_tokens, result.src_lengths),
@@ -204,6 +232,7 @@ def encode_split(
         for writer in writers.values():
             writer.close()
         size = writers["positions"].count
+        write_length_index(tmp)
         dropped_long = encoded - size
         if max_len_limit is not None:
             if size == 0:
@@ -227,6 +256,102 @@ def encode_split(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- the length index -------------------------------------------------------------------------
+@dataclass
+class LengthIndex:
+    """Pairs grouped by (longer side, source, target) length, groups ascending.
+
+    `order` [N]: dataset indices, group after group, ascending within a group (memory-mapped from
+    a cache); `groups` [K, 4]: (cost, src, tgt, count) per group, where cost = max(src, tgt).
+    Lengths are as given (the cache stores them without specials).
+    """
+
+    order: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def of(cls, src_lengths, tgt_lengths) -> "LengthIndex":
+        """The index of in-memory lengths (it sorts: for small inputs)."""
+        src, tgt = np.asarray(src_lengths, dtype=np.int64), np.asarray(tgt_lengths, dtype=np.int64)
+        if src.shape != tgt.shape:
+            raise ValueError(f"{len(src)} source lengths but {len(tgt)} target lengths")
+        keys = _length_keys(src, tgt)
+        unique, counts = np.unique(keys, return_counts=True)
+        return cls(np.argsort(keys, kind="stable"), _groups_of(unique, counts))
+
+    def shifted(self, extra: int) -> "LengthIndex":
+        """The same index with `extra` added to every length (specials): grouping and order stay."""
+        groups = self.groups.copy()
+        groups[:, :3] += extra
+        return LengthIndex(self.order, groups)
+
+    @property
+    def size(self) -> int:
+        return len(self.order)
+
+
+def _length_keys(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """int64 keys that sort like (max(src, tgt), src, tgt)."""
+    if len(src):
+        longest, shortest = max(int(src.max()), int(tgt.max())), min(int(src.min()), int(tgt.min()))
+        if longest >= 1 << _LENGTH_BITS or shortest < 0:
+            raise ValueError(f"sentence lengths must be 0..{(1 << _LENGTH_BITS) - 1} ids, got {shortest}..{longest}")
+    return (np.maximum(src, tgt) << (2 * _LENGTH_BITS)) | (src << _LENGTH_BITS) | tgt
+
+
+def _groups_of(unique_keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    mask = (1 << _LENGTH_BITS) - 1
+    columns = [unique_keys >> (2 * _LENGTH_BITS), (unique_keys >> _LENGTH_BITS) & mask, unique_keys & mask, counts]
+    return np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1).reshape(-1, 4)
+
+
+def write_length_index(folder: str | Path, block_pairs: int | None = None) -> None:
+    """Write `by_length.npy` and `length_groups.npy` into a cache folder, from its offsets.
+
+    A counting sort in blocks of `block_pairs` pairs: one pass counts the pairs of every length
+    group, a second places each index into a memory-mapped file, so memory stays flat whatever the
+    split's size. Each file appears complete or not at all (temporary name + rename,
+    `length_groups.npy` last).
+    """
+    folder = Path(folder)
+    block = block_pairs or _INDEX_BLOCK
+    src_offsets = np.load(folder / "src_offsets.npy", mmap_mode="r")
+    tgt_offsets = np.load(folder / "tgt_offsets.npy", mmap_mode="r")
+    size = len(src_offsets) - 1
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, size, block):
+            end = min(start + block, size)
+            yield start, _length_keys(np.diff(src_offsets[start : end + 1]), np.diff(tgt_offsets[start : end + 1]))
+
+    unique, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for _, keys in blocks():  # pass 1: pairs per group
+        more, more_counts = np.unique(keys, return_counts=True)
+        unique, where = np.unique(np.concatenate([unique, more]), return_inverse=True)
+        counts = np.bincount(where, weights=np.concatenate([counts, more_counts]), minlength=len(unique)).astype(np.int64)
+    suffix = f".{os.getpid()}.tmp"
+    order_tmp, groups_tmp = folder / f"by_length{suffix}.npy", folder / f"length_groups{suffix}.npy"
+    try:
+        order = np.lib.format.open_memmap(order_tmp, mode="w+", dtype=np.int64, shape=(size,))
+        free = np.cumsum(counts) - counts  # next free slot of every group
+        for start, keys in blocks():  # pass 2: each index after the earlier ones of its group
+            group = np.searchsorted(unique, keys)
+            by_group = np.argsort(group, kind="stable")
+            sorted_groups = group[by_group]
+            first = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+            rank = np.arange(len(keys)) - np.repeat(first, np.diff(np.r_[first, len(keys)]))
+            order[free[sorted_groups] + rank] = start + by_group
+            free += np.bincount(group, minlength=len(unique))
+        order.flush()
+        del order
+        np.save(groups_tmp, _groups_of(unique, counts))
+        os.replace(order_tmp, folder / "by_length.npy")
+        os.replace(groups_tmp, folder / "length_groups.npy")
+    finally:
+        order_tmp.unlink(missing_ok=True)
+        groups_tmp.unlink(missing_ok=True)
+
+
 # --- reading ----------------------------------------------------------------------------------
 class TokenPairDataset:
     """Sentence pairs of one split from a cache folder, a map-style dataset for a DataLoader.
@@ -239,6 +364,28 @@ class TokenPairDataset:
         self.meta = json.loads((self.folder / META_FILE).read_text())
         self._open_index()
         self._tokens: tuple[np.ndarray, np.ndarray] | None = None
+        self._length_index: LengthIndex | None = None
+
+    def length_index(self) -> LengthIndex:
+        """The split's length index, memory-mapped: what TokenBucketSampler batches training by.
+
+        A cache written before the index existed gets it now, once (written into its folder; when
+        that folder is read-only, into a temporary folder for this process).
+        """
+        if self._length_index is None:
+            folder = self.folder
+            if not all((folder / name).is_file() for name in INDEX_FILES):
+                try:
+                    write_length_index(folder)
+                except OSError as err:
+                    folder = Path(tempfile.mkdtemp(prefix="attnmt-length-index-"))
+                    log.info("cannot add the length index to %s (%s): built in %s", self.folder, err, folder)
+                    for name in ("src_offsets.npy", "tgt_offsets.npy"):
+                        os.symlink((self.folder / name).resolve(), folder / name)
+                    write_length_index(folder)
+            self._length_index = LengthIndex(np.load(folder / "by_length.npy", mmap_mode="r"),
+                                             np.load(folder / "length_groups.npy"))
+        return self._length_index
 
     def _open_index(self) -> None:
         # memory-mapped too (8 bytes per sentence each): pages shared by every process and
@@ -266,12 +413,13 @@ class TokenPairDataset:
 
     def __getstate__(self) -> dict:
         # pickling a memmap would copy the whole array into the worker: each process reopens them
-        skip = ("_tokens", "src_offsets", "tgt_offsets", "positions")
+        skip = ("_tokens", "src_offsets", "tgt_offsets", "positions", "_length_index")
         return {key: value for key, value in self.__dict__.items() if key not in skip}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._tokens = None
+        self._length_index = None
         self._open_index()
 
     def __len__(self) -> int:
