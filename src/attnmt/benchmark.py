@@ -48,7 +48,7 @@ from attnmt.data.batch import Batch
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.errors import CheckpointError, ConfigError
 from attnmt.inference import DecodeSettings
-from attnmt.modules.embeddings import count_parameters
+from attnmt.modules.checks import count_parameters
 from attnmt.search import beam_search, greedy
 from attnmt.train import build_task
 

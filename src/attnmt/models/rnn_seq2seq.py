@@ -16,7 +16,8 @@ from torch import nn
 
 from attnmt.errors import ConfigError
 from attnmt.modules.dropout import Dropout
-from attnmt.modules.embeddings import count_parameters, require_dropout, require_positive, tied_embeddings
+from attnmt.modules.checks import count_parameters, require_dropout, require_positive
+from attnmt.modules.embeddings import tied_embeddings
 from attnmt.modules.init import initialise
 from attnmt.modules.rnn import AttentionalDecoder, DecoderState, EncoderOutput, RNNEncoder, check_rnn_type
 

@@ -18,13 +18,8 @@ from torch import nn
 
 from attnmt.errors import ConfigError
 from attnmt.modules.dropout import Dropout
-from attnmt.modules.embeddings import (
-    count_parameters,
-    require_dropout,
-    require_positive,
-    sinusoidal_positions,
-    tied_embeddings,
-)
+from attnmt.modules.checks import count_parameters, require_dropout, require_positive
+from attnmt.modules.embeddings import sinusoidal_positions, tied_embeddings
 from attnmt.modules.init import initialise
 from attnmt.modules.self_attention import SelfAttentionPattern
 from attnmt.modules.transformer import LayerCache, TransformerDecoder, TransformerEncoder
