@@ -33,6 +33,7 @@ accept its result as `projected_keys`; the decoder computes it once per sentence
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -133,6 +134,22 @@ class DotProductAttention(SingleHeadAttention):
         """query [B, Tq, Dq], projected_keys [B, Tk, Dq] -> unnormalised scores [B, Tq, Tk]."""
         scores = torch.bmm(query, projected_keys.transpose(1, 2))
         return scores if self.scale == 1.0 else scores * self.scale
+
+
+class ScoreWrapper(SingleHeadAttention):
+    """An attention built around another one's score (a `score:` config node): it builds the score
+    with the model's sizes (parameters under `scorer.*`) and changes only how scores become weights
+    (local attention's window, sparsemax, ...). Subclasses override `attention_weights`."""
+
+    def __init__(self, score: Callable[..., SingleHeadAttention], query_size: int, key_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.scorer = score(query_size=query_size, key_size=key_size, attention_size=attention_size)
+
+    def precompute(self, keys: torch.Tensor) -> torch.Tensor:
+        return self.scorer.precompute(keys)
+
+    def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
+        return self.scorer.score(query, projected_keys)
 
 
 class MultiHeadAttention(nn.Module):

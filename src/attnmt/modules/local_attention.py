@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from attnmt.errors import ConfigError
-from attnmt.modules.attention import SingleHeadAttention, masked_softmax
+from attnmt.modules.attention import ScoreWrapper, SingleHeadAttention, masked_softmax
 
 
 def source_lengths(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -37,7 +37,7 @@ def source_lengths(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.sum(dim=-1).to(dtype)
 
 
-class LocalAttention(SingleHeadAttention):
+class LocalAttention(ScoreWrapper):
     """The window around any score; subclasses say where its centre is (`centres`)."""
 
     def __init__(
@@ -49,18 +49,10 @@ class LocalAttention(SingleHeadAttention):
         half_width: int = 5,
         config_key: str = "model.attention",
     ) -> None:
-        super().__init__()
         if not isinstance(half_width, int) or isinstance(half_width, bool) or half_width < 1:
             raise ConfigError(f"{config_key}.half_width={half_width!r} must be a positive integer (the window is 2D+1 positions)")
-        # any attention with precompute(keys) and score(query, projected_keys), built with the model's sizes
-        self.scorer = score(query_size=query_size, key_size=key_size, attention_size=attention_size)
+        super().__init__(score, query_size, key_size, attention_size)
         self.half_width = half_width
-
-    def precompute(self, keys: torch.Tensor) -> torch.Tensor:
-        return self.scorer.precompute(keys)
-
-    def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
-        return self.scorer.score(query, projected_keys)
 
     def centres(self, query: torch.Tensor, mask: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
         """query [B, Tq, Dq], mask [B, 1|Tq, S], query_positions [Tq] -> window centres p_t [B, Tq] (float)."""
@@ -76,7 +68,7 @@ class LocalAttention(SingleHeadAttention):
         source_positions = torch.arange(projected_keys.size(1), device=query.device, dtype=query.dtype)  # [S]
         distance = source_positions - centres.unsqueeze(-1)  # [B, Tq, S]
         in_window = distance.abs() <= self.half_width  # [B, Tq, S]
-        return masked_softmax(self.scorer.score(query, projected_keys), mask & in_window), distance
+        return masked_softmax(self.score(query, projected_keys), mask & in_window), distance
 
     def attention_weights(
         self, query: torch.Tensor, projected_keys: torch.Tensor, mask: torch.Tensor, query_positions: torch.Tensor | None

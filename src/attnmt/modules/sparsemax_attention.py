@@ -18,11 +18,9 @@ Padding gets exactly zero weight and a row without any real key gets zeros, as w
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from attnmt.modules.attention import SingleHeadAttention
+from attnmt.modules.attention import ScoreWrapper
 
 
 def masked_sparsemax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -44,20 +42,8 @@ def masked_sparsemax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.clamp(z - tau, min=0) * mask
 
 
-class SparsemaxAttention(SingleHeadAttention):
+class SparsemaxAttention(ScoreWrapper):
     """Any single-head score, normalised by sparsemax instead of softmax."""
-
-    def __init__(
-        self, score: Callable[..., SingleHeadAttention], query_size: int, key_size: int, attention_size: int
-    ) -> None:
-        super().__init__()
-        self.scorer = score(query_size=query_size, key_size=key_size, attention_size=attention_size)
-
-    def precompute(self, keys: torch.Tensor) -> torch.Tensor:
-        return self.scorer.precompute(keys)
-
-    def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
-        return self.scorer.score(query, projected_keys)
 
     def attention_weights(
         self, query: torch.Tensor, projected_keys: torch.Tensor, mask: torch.Tensor, query_positions: torch.Tensor | None
