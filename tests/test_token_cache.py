@@ -15,7 +15,8 @@ import pytest
 
 from attnmt.data import streaming
 from attnmt.data.streaming import PairStats, iter_pair_chunks
-from attnmt.data.token_cache import INDEX_FILES, LengthIndex, NpyAppender, TokenPairDataset, encode_split, write_length_index
+from attnmt.data.batching import TokenBucketSampler
+from attnmt.data.token_cache import INDEX_FILES, LengthIndex, NpyAppender, NpyReader, TokenPairDataset, encode_split, write_length_index
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings
 from attnmt.errors import ConfigError
 
@@ -63,10 +64,44 @@ def test_cache_holds_the_tokenizer_ids_of_the_kept_pairs(tiny_tokenizer: Tokeniz
     assert dataset.tgt_lengths.tolist() == [len(ids) for ids in tgt_ids]
     assert dataset.meta == {"size": 3, "split": "train", "dropped_empty": 1, "dropped_long": 1}
     assert np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r").dtype == np.int16
-    assert isinstance(dataset._arrays()[0], np.memmap)
-    # DataLoader workers get the dataset pickled: the memmaps must not travel with it
+    assert isinstance(dataset._arrays()[0], NpyReader)
+    # DataLoader workers get the dataset pickled: open files and memory maps must not travel with it
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._tokens is None and clone[1][2].tolist() == tgt_ids[1]
+    with pytest.raises(IndexError):
+        dataset[3]
+
+
+def test_reading_pairs_maps_none_of_the_token_files(tiny_tokenizer: Tokenizer, tiny_parallel_dir: Path, tmp_path: Path) -> None:
+    """Items and training batches are read with pread: RSS holds no pages of the split's files."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("needs /proc/self/maps")
+    folder = tmp_path / "ids"
+    encode(tiny_tokenizer, tiny_parallel_dir / "train.en", tiny_parallel_dir / "train.fr", folder)
+    dataset = TokenPairDataset(folder)
+    sampler = TokenBucketSampler.for_dataset(dataset, max_tokens=64, shuffle=True, seed=1)
+    items = [dataset[i] for batch in sampler for i in batch]
+    assert len(items) == len(dataset)
+    mapped = [line for line in maps.read_text().splitlines() if str(folder) in line]
+    assert mapped == []
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int64])
+def test_npy_reader_reads_what_numpy_reads(tmp_path: Path, dtype) -> None:
+    values = np.arange(-50, 950, 3).astype(dtype)
+    np.save(tmp_path / "a.npy", values)
+    reader = NpyReader(tmp_path / "a.npy")
+    assert len(reader) == len(values) and reader.dtype == values.dtype
+    assert reader[5] == values[5] and reader[-1] == values[-1]
+    assert reader[10:40].tolist() == values[10:40].tolist() and reader[7:7].tolist() == []
+    picks = np.array([0, 332, 17, 17, 5])
+    assert reader[picks].tolist() == values[picks].tolist()
+    assert pickle.loads(pickle.dumps(reader))[10:12].tolist() == values[10:12].tolist()
+    with pytest.raises(IndexError):
+        reader[len(values)]
+    with pytest.raises(IndexError):
+        reader[np.array([1, len(values)])]
 
 
 def test_a_second_writer_keeps_the_first_copy(tiny_tokenizer: Tokenizer, small_pair, tmp_path: Path) -> None:
@@ -159,7 +194,7 @@ def test_length_index_groups_the_pairs_by_length(tiny_tokenizer: Tokenizer, tiny
     index = dataset.length_index()
     src, tgt = dataset.src_lengths, dataset.tgt_lengths
     expected = np.lexsort((np.arange(len(src)), tgt, src, np.maximum(src, tgt)))  # stable: ascending index in a group
-    assert isinstance(index.order, np.memmap) and index.order.tolist() == expected.tolist()
+    assert isinstance(index.order, NpyReader) and index.order[:].tolist() == expected.tolist()  # read in place
     assert index.groups[:, 3].sum() == len(dataset)
     starts = np.r_[0, np.cumsum(index.groups[:, 3])]
     for (cost, s, t, _), a, b in zip(index.groups.tolist(), starts[:-1], starts[1:]):
@@ -185,11 +220,11 @@ def test_a_cache_without_length_index_gets_one(tiny_tokenizer: Tokenizer, tiny_p
     """Caches written before the length index existed keep their key: the index is added on first use."""
     encode(tiny_tokenizer, tiny_parallel_dir / "train.en", tiny_parallel_dir / "train.fr", tmp_path / "ids")
     expected = TokenPairDataset(tmp_path / "ids").length_index()
-    expected = (expected.order.tolist(), expected.groups.tolist())
+    expected = (expected.order[:].tolist(), expected.groups.tolist())
     for name in INDEX_FILES:
         (tmp_path / "ids" / name).unlink()
     index = TokenPairDataset(tmp_path / "ids").length_index()
-    assert (index.order.tolist(), index.groups.tolist()) == expected
+    assert (index.order[:].tolist(), index.groups.tolist()) == expected
     assert all((tmp_path / "ids" / name).is_file() for name in INDEX_FILES)
 
 

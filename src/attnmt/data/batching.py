@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Sampler
 
 from attnmt.data.batch import Batch
+from attnmt.data.sampling import mix64
 from attnmt.data.token_cache import LengthIndex, TokenPairDataset
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID, padding_mask
 
@@ -293,13 +294,6 @@ def _epoch_keys(seed: int, epoch: int) -> np.ndarray:
     return np.random.SeedSequence([seed, epoch, 0x7A11]).generate_state(4, np.uint64)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def _shuffled(positions: np.ndarray, size: int, keys: np.ndarray) -> np.ndarray:
     """A keyed pseudo-random permutation of range(size), at `positions` (a Feistel network on
     the smallest even number of bits that holds size - 1, cycle-walking back into range)."""
@@ -313,7 +307,7 @@ def _shuffled(positions: np.ndarray, size: int, keys: np.ndarray) -> np.ndarray:
         x = values[todo]
         for key in keys:
             left, right = x >> shift, x & mask
-            x = (right << shift) | (left ^ (_mix(right ^ key) & mask))
+            x = (right << shift) | (left ^ (mix64(right ^ key) & mask))
         values[todo] = x
         todo = todo[x >= np.uint64(size)]
     return values.astype(np.int64)
@@ -330,7 +324,7 @@ class _Plan:
         groups = index.groups
         self.costs = groups[:, 0]
         self.starts = np.concatenate([[0], np.cumsum(groups[:, 3])]).astype(np.int64)  # [K + 1]
-        self.keys = _mix(np.arange(len(groups), dtype=np.uint64) + np.uint64(1))  # one per group
+        self.keys = mix64(np.arange(len(groups), dtype=np.uint64) + np.uint64(1))  # one per group
         # runs of equal cost (the cut depends on costs only)
         change = np.flatnonzero(np.r_[True, self.costs[1:] != self.costs[:-1]]) if len(groups) else np.zeros(0, np.int64)
         run_costs, run_starts = self.costs[change], self.starts[change]

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.data.corpus import Corpus
 from attnmt.data.streaming import PairStats, build_lock, file_sha256, iter_pair_chunks
+from attnmt.data.sampling import drained, training_sample
 from attnmt.atomic import atomic_file
 from attnmt.data.token_cache import CACHE_FORMAT, META_FILE, TokenPairDataset, encode_split
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
@@ -158,8 +159,11 @@ class TranslationDataModule(L.LightningDataModule):
         train_digest = "+".join(self._digest(p) for p in self._files[train])
 
         def training_text():
-            # each side streamed from the files (sentencepiece keeps a sample), never a list
-            return (lambda: self._stream_side(train, 0)), (lambda: self._stream_side(train, 1))
+            # one pass over the training pairs keeps only the sentences sentencepiece trains on
+            settings = self.tokenizer_settings
+            src, tgt = training_sample(iter_pair_chunks(*self._files[train]), settings.input_sentence_size,
+                                       settings.joint, settings.shuffle_input_sentence)
+            return drained(src), drained(tgt)
 
         self.tokenizer, self.cache_hits["tokenizer"] = load_or_train(
             self.cache_dir, self.tokenizer_settings, train_digest, training_text
@@ -174,11 +178,6 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _digest(self, path: Path) -> str:
         return file_digest(path, self.cache_dir / "digests")
-
-    def _stream_side(self, split: str, side: int):
-        """Sentences of one side (0 source, 1 target) of a split's usable pairs, streamed."""
-        for chunk in iter_pair_chunks(*self._files[split]):
-            yield from (chunk.src if side == 0 else chunk.tgt)
 
     def _encode(self, split: str) -> TokenPairDataset:
         """Token ids of a split from the cache, encoding them (streamed) on a miss."""

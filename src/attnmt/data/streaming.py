@@ -15,14 +15,16 @@ This module imports neither torch nor lightning: encoding workers (spawned) star
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import logging
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 from attnmt.errors import DataError
 
@@ -65,7 +67,7 @@ def iter_line_blocks(path: str | Path, block_bytes: int | None = None) -> Iterat
             first = False
             if text.startswith("\ufeff"):
                 text = text[1:]  # a byte-order mark is not part of the first sentence
-        lines = [line.strip() for line in text.split("\n")]
+        lines = list(map(str.strip, text.split("\n")))
         lines_before += len(lines)
         has_text = has_text or any(lines)
         return lines
@@ -112,7 +114,7 @@ class TextChunk:
     first: int
     src: list[str]
     tgt: list[str]
-    line_numbers: list[int]
+    line_numbers: Sequence[int]  # 1-based line of each pair in the files
 
 
 @dataclass
@@ -152,8 +154,10 @@ def iter_pair_chunks(
         if not src:
             break
         read = len(src)
-        numbers = [line + i + 1 for i, (s, t) in enumerate(zip(src, tgt)) if s and t]
-        if len(numbers) < read:
+        if all(src) and all(tgt):  # the usual chunk: no blank side (checked at C speed)
+            numbers: Sequence[int] = range(line + 1, line + read + 1)
+        else:
+            numbers = [line + i + 1 for i, (s, t) in enumerate(zip(src, tgt)) if s and t]
             src = [src[n - line - 1] for n in numbers]
             tgt = [tgt[n - line - 1] for n in numbers]
         line += read
@@ -167,6 +171,24 @@ def iter_pair_chunks(
         log.info("dropped %d of %d pairs with an empty side (%s, %s)", stats.dropped_empty, stats.total_lines, src_path, tgt_path)
     if not stats.kept:
         raise DataError(f"no usable sentence pairs in {src_path} / {tgt_path}: every pair has an empty side")
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a block that allocates millions of lists.
+
+    Encoding creates a list of ids per sentence; in a process that has torch and Lightning loaded
+    (hundreds of thousands of tracked objects) each of the collections those allocations trigger
+    walks all of them, which made in-process encoding ~1.7x slower. The block makes no reference
+    cycles: reference counting frees everything it drops. The previous state is restored after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # --- one builder per cache item ---------------------------------------------------------------

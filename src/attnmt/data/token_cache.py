@@ -15,14 +15,18 @@ written before the length index existed get it on first use (`TokenPairDataset.l
 `encode_split` encodes text chunks, optionally in `num_proc` worker processes, and appends every
 array chunk by chunk, so memory stays flat whatever the corpus size. Chunks have a fixed size and
 are written in input order, so the cache is byte-identical whatever the worker count.
-`TokenPairDataset` opens every array with mmap: memory stays flat however many DataLoader workers
-read it, and whatever the corpus size (a start reads no array whole).
+`TokenPairDataset` reads a pair's ids, and the sampler a batch's indices, with positioned reads
+(`NpyReader`, pread) rather than memory maps: a process's RSS stays what it holds, however large
+the split and however long it trains (a memory map would add the file pages it ever touched, ~60 MB
+per batch of random pairs from a 2.9M-pair split); the kernel's page cache still serves repeats.
+Bulk reads (lengths of an evaluation split, the length index build) memory-map the arrays.
 
 This module imports neither torch nor lightning: encoding workers (spawned) start fast.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
@@ -40,7 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
-from attnmt.data.streaming import PairStats, TextChunk
+from attnmt.data.streaming import PairStats, TextChunk, collector_paused
 from attnmt.permissions import publish_permissions
 from attnmt.errors import ConfigError
 
@@ -94,12 +98,23 @@ class NpyAppender:
 _PROCESSORS: dict[str, object] = {}  # per process: the sentencepiece processors of the current task
 
 
-def _init_encoder(src_model: bytes, tgt_model: bytes | None) -> None:
+def _init_encoder(src_model: bytes, tgt_model: bytes | None, threads: int = 1) -> None:
+    """Processors for this process; `threads`: sentencepiece's own threads per batch encoding
+    (it releases the GIL while it encodes, so they run in parallel)."""
     import sentencepiece as spm
 
-    src = spm.SentencePieceProcessor(model_proto=src_model, num_threads=1)
+    src = spm.SentencePieceProcessor(model_proto=src_model, num_threads=threads)
     _PROCESSORS["src"] = src
-    _PROCESSORS["tgt"] = src if tgt_model is None else spm.SentencePieceProcessor(model_proto=tgt_model, num_threads=1)
+    _PROCESSORS["tgt"] = src if tgt_model is None else spm.SentencePieceProcessor(model_proto=tgt_model, num_threads=threads)
+
+
+def _init_worker(src_model: bytes, tgt_model: bytes | None, threads: int) -> None:
+    gc.disable()  # a worker only encodes (see streaming.collector_paused) and ends with the pool
+    _init_encoder(src_model, tgt_model, threads)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -158,11 +173,13 @@ def _main_module_hidden() -> Iterator[None]:
 
 def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[EncodedChunk]:
     """encode_chunk over `tasks`, in order; with num_proc > 1 in that many processes, at most
-    2 * num_proc chunks in flight (so reading never runs ahead of encoding by more)."""
+    2 * num_proc chunks in flight (so reading never runs ahead of encoding by more). Each process
+    encodes with sentencepiece threads for the cores the processes leave: 1 process on 2 cores
+    encodes with 2 threads, 2 processes with 1 each (processes also run the Python part in parallel)."""
     first = list(islice(tasks, 2))
     tasks = chain(first, tasks)
     if num_proc <= 1 or len(first) < 2:  # a small split: starting processes would cost more than it saves
-        _init_encoder(*initargs)
+        _init_encoder(*initargs, max(1, _cores() // max(num_proc, 1)))
         try:
             for task in tasks:
                 yield encode_chunk(task)
@@ -172,7 +189,7 @@ def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[En
     # spawn: a fresh interpreter per worker, safe whatever threads the parent runs (torch, Lightning)
     context = multiprocessing.get_context("spawn")
     with _main_module_hidden():  # the pool starts its workers now (and replaces none later)
-        pool = context.Pool(num_proc, initializer=_init_encoder, initargs=initargs)
+        pool = context.Pool(num_proc, initializer=_init_worker, initargs=(*initargs, max(1, _cores() // num_proc)))
     with pool:
         pending: deque = deque()
         for task in tasks:
@@ -219,16 +236,17 @@ def encode_split(
         encoded = 0
         # only what encoding needs crosses to the workers (not the chunk's line numbers)
         tasks = ((chunk.first, chunk.src, chunk.tgt, max_len_limit, dtype.name) for chunk in chunks)
-        for result in _ordered_map(tasks, num_proc, (src_model, tgt_model)):
-            encoded += result.encoded
-            for side, tokens, lengths in (("src", result.src_tokens, result.src_lengths),
-                                          ("tgt", result.tgt_tokens, result.tgt_lengths)):
-                writers[f"{side}_tokens"].append(tokens)
-                ends = offsets[side] + np.cumsum(lengths)
-                writers[f"{side}_offsets"].append(ends)
-                if len(ends):
-                    offsets[side] = int(ends[-1])
-            writers["positions"].append(result.positions)
+        with collector_paused():  # a list per sentence, millions of them: see collector_paused
+            for result in _ordered_map(tasks, num_proc, (src_model, tgt_model)):
+                encoded += result.encoded
+                for side, tokens, lengths in (("src", result.src_tokens, result.src_lengths),
+                                              ("tgt", result.tgt_tokens, result.tgt_lengths)):
+                    writers[f"{side}_tokens"].append(tokens)
+                    ends = offsets[side] + np.cumsum(lengths)
+                    writers[f"{side}_offsets"].append(ends)
+                    if len(ends):
+                        offsets[side] = int(ends[-1])
+                writers["positions"].append(result.positions)
         for writer in writers.values():
             writer.close()
         size = writers["positions"].count
@@ -261,8 +279,8 @@ def encode_split(
 class LengthIndex:
     """Pairs grouped by (longer side, source, target) length, groups ascending.
 
-    `order` [N]: dataset indices, group after group, ascending within a group (memory-mapped from
-    a cache); `groups` [K, 4]: (cost, src, tgt, count) per group, where cost = max(src, tgt).
+    `order` [N]: dataset indices, group after group, ascending within a group (from a cache: an
+    NpyReader, indexed per batch); `groups` [K, 4]: (cost, src, tgt, count) per group, where cost = max(src, tgt).
     Lengths are as given (the cache stores them without specials).
     """
 
@@ -353,6 +371,65 @@ def write_length_index(folder: str | Path, block_pairs: int | None = None) -> No
 
 
 # --- reading ----------------------------------------------------------------------------------
+class NpyReader:
+    """A 1-D .npy file read a part at a time with pread; nothing is mapped or read ahead.
+
+    `reader[i]`, `reader[lo:hi]` (step 1) and `reader[int array]` return numpy values like an
+    array's. Picklable: a process (a spawned DataLoader worker) opens its own file handle on first
+    read; forked processes share the handle, which positioned reads allow.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, self.dtype = read_header(handle)
+            self._start = handle.tell()
+        if len(shape) != 1:
+            raise ValueError(f"{self.path}: expected a 1-D array, got shape {shape}")
+        self.size, self._itemsize = shape[0], self.dtype.itemsize
+        self._handle = None
+
+    def _fd(self) -> int:
+        if self._handle is None:
+            self._handle = open(self.path, "rb", buffering=0)
+        return self._handle.fileno()
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        count = (hi - lo) * self._itemsize
+        data = os.pread(self._fd(), count, self._start + lo * self._itemsize)
+        if len(data) != count:
+            raise OSError(f"{self.path}: file shorter than its header says (truncated cache?)")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(self.size)
+            if step != 1:
+                raise IndexError("NpyReader slices take step 1")
+            return self._read(lo, max(lo, hi))
+        if isinstance(key, (int, np.integer)):
+            index = int(key) + (self.size if key < 0 else 0)
+            if not 0 <= index < self.size:
+                raise IndexError(f"index {int(key)} out of range for {self.size} items")
+            return self._read(index, index + 1)[0]
+        indices = np.asarray(key, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.size):
+            raise IndexError(f"indices out of range for {self.size} items")
+        return np.concatenate([self._read(i, i + 1) for i in indices.tolist()]) if len(indices) else np.zeros(0, self.dtype)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}
+
+
+def _reads_positioned() -> bool:
+    return hasattr(os, "pread")  # POSIX; elsewhere the arrays are memory-mapped
+
+
 class TokenPairDataset:
     """Sentence pairs of one split from a cache folder, a map-style dataset for a DataLoader.
 
@@ -362,12 +439,11 @@ class TokenPairDataset:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.meta = json.loads((self.folder / META_FILE).read_text())
-        self._open_index()
-        self._tokens: tuple[np.ndarray, np.ndarray] | None = None
+        self._tokens: tuple | None = None
         self._length_index: LengthIndex | None = None
 
     def length_index(self) -> LengthIndex:
-        """The split's length index, memory-mapped: what TokenBucketSampler batches training by.
+        """The split's length index (its order read in place, never whole): what TokenBucketSampler batches training by.
 
         A cache written before the index existed gets it now, once (written into its folder; when
         that folder is read-only, into a temporary folder for this process).
@@ -383,16 +459,31 @@ class TokenPairDataset:
                     for name in ("src_offsets.npy", "tgt_offsets.npy"):
                         os.symlink((self.folder / name).resolve(), folder / name)
                     write_length_index(folder)
-            self._length_index = LengthIndex(np.load(folder / "by_length.npy", mmap_mode="r"),
-                                             np.load(folder / "length_groups.npy"))
+            order = NpyReader(folder / "by_length.npy") if _reads_positioned() else np.load(folder / "by_length.npy", mmap_mode="r")
+            self._length_index = LengthIndex(order, np.load(folder / "length_groups.npy"))
         return self._length_index
 
-    def _open_index(self) -> None:
-        # memory-mapped too (8 bytes per sentence each): pages shared by every process and
-        # DataLoader worker that reads the split, never copied into each one's heap
-        self.src_offsets = np.load(self.folder / "src_offsets.npy", mmap_mode="r")
-        self.tgt_offsets = np.load(self.folder / "tgt_offsets.npy", mmap_mode="r")
-        self.positions = np.load(self.folder / "positions.npy", mmap_mode="r")
+    # bulk views, memory-mapped on first use (evaluation lengths, source texts): pages shared by
+    # every process that reads the split, never copied into each one's heap
+    def _mapped(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.setdefault("_mapped_arrays", {})
+        if name not in arrays:
+            arrays[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        return arrays[name]
+
+    @property
+    def src_offsets(self) -> np.ndarray:
+        """[N + 1] int64 where each source sentence starts and ends in src_tokens."""
+        return self._mapped("src_offsets")
+
+    @property
+    def tgt_offsets(self) -> np.ndarray:
+        return self._mapped("tgt_offsets")
+
+    @property
+    def positions(self) -> np.ndarray:
+        """[N] int64, increasing: each pair's position among the split's usable pairs."""
+        return self._mapped("positions")
 
     @property
     def src_lengths(self) -> np.ndarray:
@@ -403,30 +494,34 @@ class TokenPairDataset:
     def tgt_lengths(self) -> np.ndarray:
         return np.diff(self.tgt_offsets)
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def _arrays(self) -> tuple:
+        """(src tokens, tgt tokens, src offsets, tgt offsets) as item reads see them."""
         if self._tokens is None:  # opened lazily, once per process (DataLoader workers included)
-            self._tokens = (
-                np.load(self.folder / "src_tokens.npy", mmap_mode="r"),
-                np.load(self.folder / "tgt_tokens.npy", mmap_mode="r"),
-            )
+            names = ("src_tokens", "tgt_tokens", "src_offsets", "tgt_offsets")
+            if _reads_positioned():
+                self._tokens = tuple(NpyReader(self.folder / f"{name}.npy") for name in names)
+            else:
+                self._tokens = tuple(np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in names)
         return self._tokens
 
     def __getstate__(self) -> dict:
         # pickling a memmap would copy the whole array into the worker: each process reopens them
-        skip = ("_tokens", "src_offsets", "tgt_offsets", "positions", "_length_index")
+        skip = ("_tokens", "_mapped_arrays", "_length_index")
         return {key: value for key, value in self.__dict__.items() if key not in skip}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._tokens = None
         self._length_index = None
-        self._open_index()
 
     def __len__(self) -> int:
-        return len(self.positions)
+        return int(self.meta["size"])
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
-        src_tokens, tgt_tokens = self._arrays()
-        src = src_tokens[int(self.src_offsets[index]) : int(self.src_offsets[index + 1])].astype(np.int64)
-        tgt = tgt_tokens[int(self.tgt_offsets[index]) : int(self.tgt_offsets[index + 1])].astype(np.int64)
-        return int(index), src, tgt
+        index = int(index)
+        if not 0 <= index < len(self):  # the end of iteration for `for item in dataset`
+            raise IndexError(f"index {index} out of range for {len(self)} pairs")
+        src_tokens, tgt_tokens, src_offsets, tgt_offsets = self._arrays()
+        src_lo, src_hi = (int(x) for x in src_offsets[index : index + 2])
+        tgt_lo, tgt_hi = (int(x) for x in tgt_offsets[index : index + 2])
+        return index, src_tokens[src_lo:src_hi].astype(np.int64), tgt_tokens[tgt_lo:tgt_hi].astype(np.int64)

@@ -9,9 +9,10 @@ sentencepiece version. One process trains while the others wait on a lock file
 (streaming.build_lock); training writes into a temporary folder that is then renamed, so a
 reader never sees half a model.
 
-Training text is streamed (an iterator, not a list): sentencepiece keeps a shuffled sample of at
-most `input_sentence_size` sentences (reservoir sampling with a fixed seed, so the same text gives
-the same model), which bounds its memory whatever the corpus size.
+Training text may be a list or a stream; sentencepiece keeps at most `input_sentence_size`
+sentences of it (a seeded sample), which bounds its memory whatever the corpus size. The data
+module hands it a sample already drawn in one pass over the pairs (sampling.training_sample), so
+the files are read once for both sides and sentencepiece keeps all it is given.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class Tokenizer:
         """Train new model(s) on the given training sentences (no caching).
 
         Each side is a list/iterable of sentences or a function that streams them; sentencepiece
-        reads the stream once and keeps a sample of `settings.input_sentence_size` sentences.
+        reads it once and keeps at most `settings.input_sentence_size` sentences (its own sample).
         """
         started = time.perf_counter()
         if settings.joint:
