@@ -5,6 +5,7 @@ Skipped without the optional `datasets` package (CI installs only .[dev]; `pip i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,25 @@ def test_hf_config_trains_and_evaluates_offline(saved_dataset: Path, tmp_path: P
     hyps = read_lines(next((run / "eval").glob("test.*.hyp")))
     assert len(hyps) == TINY_SIZES["test"]
     assert summary["results"]
+
+
+@pytest.mark.parametrize("data", ["wmt14_en_de", "wmt14_en_fr"])
+def test_wmt14_config_prepares_and_steps_on_a_local_copy(data: str, saved_dataset: Path, tmp_path: Path) -> None:
+    """The WMT14 data configs (BPE, byte fallback, max_len 250, hub layout) with the hub dataset
+    replaced by a local copy in the same layout, and the Transformer-base preset narrowed: 2 steps."""
+    from attnmt.train import train
+
+    from test_presets import NARROW
+
+    overrides = [
+        f"data={data}", f"data.corpus.path={saved_dataset}", "data.corpus.name=null", "data.corpus.tgt_lang=fr",
+        f"data.corpus.export_dir={tmp_path / 'export'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.tokenizer.vocab_size=400", "data.max_tokens=512", "data.num_workers=0",
+        "model=transformer_base", *NARROW["transformer_base"], "trainer=cpu", f"paths.output_dir={tmp_path / 'run'}",
+        "decode.validation.max_len_b=5", "trainer.enable_model_summary=false", "debug=limit", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none",
+    ]
+    cfg = compose(overrides)
+    assert cfg.data.tokenizer.model_type == "bpe" and cfg.data.tokenizer.byte_fallback and cfg.data.max_len == 250
+    metrics = train(cfg)
+    assert metrics["global_step"] == 2 and math.isfinite(metrics["train/loss"])
