@@ -197,7 +197,7 @@ def test_first_training_batches_are_fixed_for_a_seed(lengths) -> None:
 
 
 def test_dataset_sampler_reads_no_lengths_to_train(tiny_datamodule) -> None:
-    """Training batches come from the memory-mapped length index: the per-pair lengths are never
+    """Training batches come from the length index (read in place): the per-pair lengths are never
     read (a start costs the same for any corpus size)."""
     sampler = tiny_datamodule.sampler("train", shuffle=True)
     batches = list(sampler)

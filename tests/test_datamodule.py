@@ -15,6 +15,7 @@ from attnmt.config import compose
 from attnmt.data.batch import Batch
 from attnmt.data.vocab import EOS_ID
 from attnmt.data.corpus import ParallelText
+from attnmt.data import datamodule as datamodule_module
 from attnmt.data.datamodule import TranslationDataModule
 from attnmt.data.multi30k import Multi30k
 from attnmt.errors import ConfigError, DataError
@@ -104,7 +105,22 @@ def test_unknown_split_names_the_available_ones(tiny_datamodule: TranslationData
         tiny_datamodule.dataloader("nope")
 
 
-def test_worker_processes_read_the_memmaps(tiny_datamodule_factory, tmp_path: Path) -> None:
+def test_another_sampling_of_the_text_trains_another_tokenizer(tiny_datamodule_factory, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """How the sample is drawn is part of the tokenizer's key: a cache built by another sampling
+    is never taken for this one's. (The tiny text fits the sample whole: the same model comes out,
+    so the token caches, keyed by its fingerprint, are reused.)"""
+    first = tiny_datamodule_factory(tmp_path)
+    first.setup("fit")
+    monkeypatch.setattr(datamodule_module, "SAMPLE_FORMAT", "sample-pairs-v0-test")
+    second = tiny_datamodule_factory(tmp_path)
+    second.setup("fit")
+    assert second.cache_hits["tokenizer"] is False and second.cache_hits["ids/train"] is True
+    assert second.tokenizer.fingerprint == first.tokenizer.fingerprint
+    assert len(list(tmp_path.glob("spm-*"))) == 2
+
+
+def test_worker_processes_read_the_cache_files(tiny_datamodule_factory, tmp_path: Path) -> None:
     dm = tiny_datamodule_factory(tmp_path, num_workers=1)
     indices = sorted(i for batch in dm.val_dataloader() for i in batch.index.tolist())
     assert indices == list(range(20))

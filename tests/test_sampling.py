@@ -95,6 +95,10 @@ def test_the_collector_is_paused_inside_and_restored_after() -> None:
     with collector_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with collector_paused():
+            raise RuntimeError("a failed build")
+    assert gc.isenabled()
     gc.disable()
     try:
         with collector_paused():

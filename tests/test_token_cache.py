@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnmt.data import streaming
+from attnmt.data import streaming, token_cache
 from attnmt.data.streaming import PairStats, iter_pair_chunks
 from attnmt.data.batching import TokenBucketSampler
 from attnmt.data.token_cache import INDEX_FILES, LengthIndex, NpyAppender, NpyReader, TokenPairDataset, encode_split, write_length_index
@@ -64,7 +64,7 @@ def test_cache_holds_the_tokenizer_ids_of_the_kept_pairs(tiny_tokenizer: Tokeniz
     assert dataset.tgt_lengths.tolist() == [len(ids) for ids in tgt_ids]
     assert dataset.meta == {"size": 3, "split": "train", "dropped_empty": 1, "dropped_long": 1}
     assert np.load(tmp_path / "ids" / "src_tokens.npy", mmap_mode="r").dtype == np.int16
-    assert isinstance(dataset._arrays()[0], NpyReader)
+    assert isinstance(dataset._arrays()[0], NpyReader if hasattr(os, "pread") else np.memmap)
     # DataLoader workers get the dataset pickled: open files and memory maps must not travel with it
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._tokens is None and clone[1][2].tolist() == tgt_ids[1]
@@ -75,8 +75,8 @@ def test_cache_holds_the_tokenizer_ids_of_the_kept_pairs(tiny_tokenizer: Tokeniz
 def test_reading_pairs_maps_none_of_the_token_files(tiny_tokenizer: Tokenizer, tiny_parallel_dir: Path, tmp_path: Path) -> None:
     """Items and training batches are read with pread: RSS holds no pages of the split's files."""
     maps = Path("/proc/self/maps")
-    if not maps.is_file():
-        pytest.skip("needs /proc/self/maps")
+    if not maps.is_file() or not hasattr(os, "pread"):
+        pytest.skip("needs /proc/self/maps and os.pread")
     folder = tmp_path / "ids"
     encode(tiny_tokenizer, tiny_parallel_dir / "train.en", tiny_parallel_dir / "train.fr", folder)
     dataset = TokenPairDataset(folder)
@@ -87,6 +87,20 @@ def test_reading_pairs_maps_none_of_the_token_files(tiny_tokenizer: Tokenizer, t
     assert mapped == []
 
 
+def test_without_pread_items_come_from_memory_maps(tiny_tokenizer: Tokenizer, tiny_parallel_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "ids"
+    encode(tiny_tokenizer, tiny_parallel_dir / "train.en", tiny_parallel_dir / "train.fr", folder)
+    expected = [(i, s.tolist(), t.tolist()) for i, s, t in (TokenPairDataset(folder)[k] for k in range(5))]
+    sampler_batches = list(TokenBucketSampler.for_dataset(TokenPairDataset(folder), max_tokens=64, shuffle=True, seed=1))
+    monkeypatch.setattr(token_cache, "_reads_positioned", lambda: False)
+    dataset = TokenPairDataset(folder)
+    assert isinstance(dataset._arrays()[0], np.memmap)
+    assert [(i, s.tolist(), t.tolist()) for i, s, t in (dataset[k] for k in range(5))] == expected
+    assert list(TokenBucketSampler.for_dataset(dataset, max_tokens=64, shuffle=True, seed=1)) == sampler_batches
+
+
+@pytest.mark.skipif(not hasattr(os, "pread"), reason="NpyReader needs os.pread")
 @pytest.mark.parametrize("dtype", [np.int16, np.int64])
 def test_npy_reader_reads_what_numpy_reads(tmp_path: Path, dtype) -> None:
     values = np.arange(-50, 950, 3).astype(dtype)
@@ -95,8 +109,10 @@ def test_npy_reader_reads_what_numpy_reads(tmp_path: Path, dtype) -> None:
     assert len(reader) == len(values) and reader.dtype == values.dtype
     assert reader[5] == values[5] and reader[-1] == values[-1]
     assert reader[10:40].tolist() == values[10:40].tolist() and reader[7:7].tolist() == []
-    picks = np.array([0, 332, 17, 17, 5])
+    picks = np.array([0, 332, 17, 17, 5, -1])
     assert reader[picks].tolist() == values[picks].tolist()
+    with pytest.raises(IndexError):
+        reader[np.ones(len(values), dtype=bool)]  # a mask is not a list of indices
     assert pickle.loads(pickle.dumps(reader))[10:12].tolist() == values[10:12].tolist()
     with pytest.raises(IndexError):
         reader[len(values)]

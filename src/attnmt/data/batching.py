@@ -123,7 +123,7 @@ class TokenBucketSampler(Sampler[list[int]]):
 
     @classmethod
     def for_dataset(cls, dataset: TokenPairDataset, max_tokens: int, **kwargs) -> "TokenBucketSampler":
-        """Batches of a cached split: its length index is memory-mapped, its lengths read only if needed."""
+        """Batches of a cached split: its length index is read in place, its lengths only if needed."""
         return cls(None, None, max_tokens, index=dataset.length_index().shifted(SPECIALS_PER_SIDE),
                    lengths=lambda: (dataset.src_lengths + SPECIALS_PER_SIDE, dataset.tgt_lengths + SPECIALS_PER_SIDE),
                    **kwargs)

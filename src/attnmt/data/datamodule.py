@@ -2,16 +2,18 @@
 
 Everything expensive is cached under `cache_dir` and keyed by content, so a second build (or a
 second DDP rank) only opens files:
-- `spm-<key>/`: tokenizer, key = train file hashes + tokenizer settings (tokenizer.py);
+- `spm-<key>/`: tokenizer, key = train file hashes + how the training sample is drawn
+  (sampling.SAMPLE_FORMAT) + tokenizer settings (tokenizer.py);
 - `ids-<split>-<key>/`: token ids and the length index the training sampler batches by
   (token_cache.py), key = tokenizer fingerprint + split file hashes + filtering.
 Preparation streams: the text is read and checked in chunks (streaming.py), encoded (in
 `num_proc` processes) and appended to disk (token_cache.py), so memory stays flat whatever the
-corpus size; the sentencepiece model trains on a sample streamed from the files.
+corpus size; the sentencepiece model trains on a sample drawn in one pass over the training
+pairs (sampling.py).
 One process builds each item while the others (DDP ranks, parallel runs) wait on a lock file and
 then load it; writes are atomic (temp folder + rename). File hashes are remembered under
 `digests/` by (path, size, mtime), so a cached start does not reread a large corpus, and the
-training sampler works from the memory-mapped length index, so it neither sorts nor reads the
+training sampler works from the length index, read in place, so it neither sorts nor reads the
 split: a cached start costs the same for any corpus size.
 `cache_hits` says, per item, whether the last build reused it.
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -35,9 +36,9 @@ from torch.utils.data import DataLoader
 from attnmt.data.batching import SPECIALS_PER_SIDE, TokenBucketSampler, collate
 from attnmt.data.corpus import Corpus
 from attnmt.data.streaming import PairStats, build_lock, file_sha256, iter_pair_chunks
-from attnmt.data.sampling import drained, training_sample
+from attnmt.data.sampling import SAMPLE_FORMAT, drained, training_sample
 from attnmt.atomic import atomic_file
-from attnmt.data.token_cache import CACHE_FORMAT, META_FILE, TokenPairDataset, encode_split
+from attnmt.data.token_cache import CACHE_FORMAT, META_FILE, TokenPairDataset, available_cores, encode_split
 from attnmt.data.tokenizer import Tokenizer, TokenizerSettings, load_or_train
 from attnmt.errors import ConfigError, DataError
 
@@ -126,7 +127,7 @@ class TranslationDataModule(L.LightningDataModule):
         if max_len is not None and max_len < 2:
             raise ConfigError(f"data.max_len={max_len}: must be at least 2 (one token + EOS) or null")
         if num_proc is None:
-            num_proc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            num_proc = available_cores()
         if num_proc < 1:
             raise ConfigError(f"data.num_proc={num_proc}: must be at least 1 (processes encoding the corpus)")
         self.corpus = corpus
@@ -156,7 +157,8 @@ class TranslationDataModule(L.LightningDataModule):
         for split in self.corpus.splits:
             self._files[split] = self.corpus.files(split)
         train = self.corpus.train_split
-        train_digest = "+".join(self._digest(p) for p in self._files[train])
+        # the sample drawn from the files is part of what the tokenizer is trained on
+        train_digest = "+".join([*(self._digest(p) for p in self._files[train]), SAMPLE_FORMAT])
 
         def training_text():
             # one pass over the training pairs keeps only the sentences sentencepiece trains on
@@ -222,7 +224,7 @@ class TranslationDataModule(L.LightningDataModule):
 
     # --- what training and evaluation use -------------------------------------------------
     def dataset(self, split: str) -> TokenPairDataset:
-        """Token ids of a split (`splits`), memory-mapped from the cache."""
+        """Token ids of a split (`splits`), read from the cache."""
         self._build()
         if split not in self._datasets:
             raise DataError(f"unknown split {split!r}; available: {', '.join(self._datasets)}")

@@ -20,6 +20,7 @@ import numpy as np
 from attnmt.data.streaming import collector_paused
 
 SAMPLE_SEED = 0x5EED  # keys of the training sample: same text + settings, same sample
+SAMPLE_FORMAT = "sample-pairs-v1"  # part of the tokenizer cache key: change it whenever the same text would give another sample
 _SIDE_BIT = np.uint64(1 << 62)  # joint sample: every source sentence sorts before every target one
 
 
@@ -89,6 +90,9 @@ def training_sample(
     joint draws `size` from both sides together, otherwise `size` from each side. shuffle=False
     keeps the first sentences instead of a uniform sample (sentencepiece's own meaning of it).
     Each returned list is in corpus order; joint training reads source then target.
+    Sentencepiece itself still skips sentences it never trains on (over `max_sentence_length`,
+    4192 bytes by default), after this sample is drawn: on a corpus with many such lines slightly
+    fewer than `size` sentences reach it.
     """
     seed = np.uint64(SAMPLE_SEED)
     sides = [SmallestKeys(size)] if joint else [SmallestKeys(size), SmallestKeys(size)]

@@ -113,7 +113,8 @@ def _init_worker(src_model: bytes, tgt_model: bytes | None, threads: int) -> Non
     _init_encoder(src_model, tgt_model, threads)
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -179,7 +180,7 @@ def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[En
     first = list(islice(tasks, 2))
     tasks = chain(first, tasks)
     if num_proc <= 1 or len(first) < 2:  # a small split: starting processes would cost more than it saves
-        _init_encoder(*initargs, max(1, _cores() // max(num_proc, 1)))
+        _init_encoder(*initargs, available_cores())  # the only encoder: threads on every core
         try:
             for task in tasks:
                 yield encode_chunk(task)
@@ -189,7 +190,7 @@ def _ordered_map(tasks: Iterator, num_proc: int, initargs: tuple) -> Iterator[En
     # spawn: a fresh interpreter per worker, safe whatever threads the parent runs (torch, Lightning)
     context = multiprocessing.get_context("spawn")
     with _main_module_hidden():  # the pool starts its workers now (and replaces none later)
-        pool = context.Pool(num_proc, initializer=_init_worker, initargs=(*initargs, max(1, _cores() // num_proc)))
+        pool = context.Pool(num_proc, initializer=_init_worker, initargs=(*initargs, max(1, available_cores() // num_proc)))
     with pool:
         pending: deque = deque()
         for task in tasks:
@@ -374,8 +375,8 @@ def write_length_index(folder: str | Path, block_pairs: int | None = None) -> No
 class NpyReader:
     """A 1-D .npy file read a part at a time with pread; nothing is mapped or read ahead.
 
-    `reader[i]`, `reader[lo:hi]` (step 1) and `reader[int array]` return numpy values like an
-    array's. Picklable: a process (a spawned DataLoader worker) opens its own file handle on first
+    `reader[i]`, `reader[lo:hi]` (step 1) and `reader[1-D integer array]` return what the same
+    index of the array returns (negative indices count from the end). Picklable: a process (a spawned DataLoader worker) opens its own file handle on first
     read; forked processes share the handle, which positioned reads allow.
     """
 
@@ -383,6 +384,8 @@ class NpyReader:
         self.path = Path(path)
         with open(self.path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{self.path}: .npy format {version} not supported (1.0 and 2.0 are)")
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran_order, self.dtype = read_header(handle)
             self._start = handle.tell()
@@ -417,7 +420,10 @@ class NpyReader:
             if not 0 <= index < self.size:
                 raise IndexError(f"index {int(key)} out of range for {self.size} items")
             return self._read(index, index + 1)[0]
-        indices = np.asarray(key, dtype=np.int64)
+        indices = np.asarray(key)
+        if indices.ndim != 1 or not (np.issubdtype(indices.dtype, np.integer) or indices.size == 0):
+            raise IndexError("NpyReader takes an int, a slice or a 1-D integer array")
+        indices = np.where(indices < 0, indices + self.size, indices).astype(np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= self.size):
             raise IndexError(f"indices out of range for {self.size} items")
         return np.concatenate([self._read(i, i + 1) for i in indices.tolist()]) if len(indices) else np.zeros(0, self.dtype)
