@@ -11,7 +11,8 @@ the peak of its RSS plus its encoding workers' (sampled every 50 ms), and the CP
 its workers used (comparable when the machine is shared; sentencepiece trains on every core). A second fresh process then starts from that cache the way
 training does (DataModule built, training loader created, first batch drawn): seconds, the CPU
 seconds of that process in that phase (`start cpu s`: comparable when the machine is shared) and
-its peak RSS.
+its peak RSS. `spm s` and `encode s` split a build: sentencepiece training (the sample pass is
+before it) and encoding the training split, as the data module logs them.
 Every measurement runs in its own process, so peak RSS figures are per run (ru_maxrss).
 Add `--keep-cache` to leave the caches (next to each corpus, in `cache-p<num_proc><tag>/`), and
 `--start-only` to measure only the cached start from such a kept cache (build columns: nan; run it
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import os
 import resource
 import shutil
@@ -81,6 +83,20 @@ def _rss_mb(pid: int | str) -> float:
     return 0.0
 
 
+class BuildPhases(logging.Handler):
+    """Seconds of the build's phases, from the data module's log records (nan when not logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds = {"tokenizer": float("nan"), "encode": float("nan")}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("trained sentencepiece"):
+            self.seconds["tokenizer"] = float(record.args[-1])
+        elif "encoded %d pairs in %.1f s" in record.msg and record.args[0] == "train":
+            self.seconds["encode"] = float(record.args[2])
+
+
 class TotalRss(threading.Thread):
     """Samples this process's RSS plus its children's (the encoding workers) every 50 ms; keeps the peak.
 
@@ -112,6 +128,10 @@ def child(args: dict) -> dict:
     """One measurement in this (fresh) process: 'prepare' or 'start'."""
     import lightning  # noqa: F401  (imported before the clock starts, as training has it loaded)
 
+    phases = BuildPhases()
+    data_log = logging.getLogger("attnmt.data")
+    data_log.setLevel(logging.INFO)
+    data_log.addHandler(phases)
     sampler = TotalRss()
     sampler.start()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -130,6 +150,7 @@ def child(args: dict) -> dict:
     sampler.stop()
     facts["total_peak_rss_mb"] = max(sampler.peak, facts["peak_rss_mb"])  # main + workers, sampled
     facts["worker_peak_rss_mb"] = sampler.peak_workers
+    facts["phase_seconds"] = phases.seconds
     return facts
 
 
@@ -172,7 +193,7 @@ def main(argv: list[str]) -> int:
     if not corpora:
         parser.error("nothing to measure: give --make N and/or --corpus DIR")
     print(f"{'corpus':>10} {'pairs':>9} {'proc':>4} {'build s':>8} {'pairs/s':>8} {'peak RSS MB':>11} "
-          f"{'+workers MB':>11} {'cpu s':>7} {'start s':>7} {'start cpu s':>11} {'start RSS MB':>12}", flush=True)
+          f"{'+workers MB':>11} {'cpu s':>7} {'spm s':>6} {'encode s':>8} {'start s':>7} {'start cpu s':>11} {'start RSS MB':>12}", flush=True)
     for corpus in corpora:
         pairs = lines_in(corpus / "train.en")
         for num_proc in options.num_proc:
@@ -186,12 +207,13 @@ def main(argv: list[str]) -> int:
             else:
                 shutil.rmtree(cache, ignore_errors=True)
                 built = run_child({**args, "phase": "prepare"})
+            phase = built.get("phase_seconds", {"tokenizer": float("nan"), "encode": float("nan")})
             start = {"seconds": float("nan"), "peak_rss_mb": float("nan"), "phase_cpu_seconds": float("nan")}
             if not options.no_start:
                 start = run_child({**args, "phase": "start"})
                 assert set(start["cache_hits"].values()) == {True}, start["cache_hits"]
             print(f"{corpus.name:>10} {pairs:>9} {num_proc:>4} {built['seconds']:>8.1f} {pairs / built['seconds']:>8.0f} "
-                  f"{built['peak_rss_mb']:>11.0f} {built.get('total_peak_rss_mb', float('nan')):>11.0f} {built['cpu_seconds']:>7.1f} {start['seconds']:>7.2f} {start['phase_cpu_seconds']:>11.2f} "
+                  f"{built['peak_rss_mb']:>11.0f} {built.get('total_peak_rss_mb', float('nan')):>11.0f} {built['cpu_seconds']:>7.1f} {phase['tokenizer']:>6.1f} {phase['encode']:>8.1f} {start['seconds']:>7.2f} {start['phase_cpu_seconds']:>11.2f} "
                   f"{start['peak_rss_mb']:>12.0f}", flush=True)
             if not (options.keep_cache or options.start_only):
                 shutil.rmtree(cache, ignore_errors=True)
