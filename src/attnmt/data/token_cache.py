@@ -436,6 +436,12 @@ def _reads_positioned() -> bool:
     return hasattr(os, "pread")  # POSIX; elsewhere the arrays are memory-mapped
 
 
+def _read_in_place(path: Path) -> "NpyReader | np.ndarray":
+    """A 1-D array of a cache, for reads of a few items at a time: an NpyReader, or a memory map
+    where the OS has no pread."""
+    return NpyReader(path) if _reads_positioned() else np.load(path, mmap_mode="r")
+
+
 class TokenPairDataset:
     """Sentence pairs of one split from a cache folder, a map-style dataset for a DataLoader.
 
@@ -447,6 +453,7 @@ class TokenPairDataset:
         self.meta = json.loads((self.folder / META_FILE).read_text())
         self._tokens: tuple | None = None
         self._length_index: LengthIndex | None = None
+        self._mapped_arrays: dict[str, np.ndarray] = {}
 
     def length_index(self) -> LengthIndex:
         """The split's length index (its order read in place, never whole): what TokenBucketSampler batches training by.
@@ -465,17 +472,15 @@ class TokenPairDataset:
                     for name in ("src_offsets.npy", "tgt_offsets.npy"):
                         os.symlink((self.folder / name).resolve(), folder / name)
                     write_length_index(folder)
-            order = NpyReader(folder / "by_length.npy") if _reads_positioned() else np.load(folder / "by_length.npy", mmap_mode="r")
-            self._length_index = LengthIndex(order, np.load(folder / "length_groups.npy"))
+            self._length_index = LengthIndex(_read_in_place(folder / "by_length.npy"), np.load(folder / "length_groups.npy"))
         return self._length_index
 
     # bulk views, memory-mapped on first use (evaluation lengths, source texts): pages shared by
     # every process that reads the split, never copied into each one's heap
     def _mapped(self, name: str) -> np.ndarray:
-        arrays = self.__dict__.setdefault("_mapped_arrays", {})
-        if name not in arrays:
-            arrays[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
-        return arrays[name]
+        if name not in self._mapped_arrays:
+            self._mapped_arrays[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        return self._mapped_arrays[name]
 
     @property
     def src_offsets(self) -> np.ndarray:
@@ -504,10 +509,7 @@ class TokenPairDataset:
         """(src tokens, tgt tokens, src offsets, tgt offsets) as item reads see them."""
         if self._tokens is None:  # opened lazily, once per process (DataLoader workers included)
             names = ("src_tokens", "tgt_tokens", "src_offsets", "tgt_offsets")
-            if _reads_positioned():
-                self._tokens = tuple(NpyReader(self.folder / f"{name}.npy") for name in names)
-            else:
-                self._tokens = tuple(np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in names)
+            self._tokens = tuple(_read_in_place(self.folder / f"{name}.npy") for name in names)
         return self._tokens
 
     def __getstate__(self) -> dict:
@@ -519,6 +521,7 @@ class TokenPairDataset:
         self.__dict__.update(state)
         self._tokens = None
         self._length_index = None
+        self._mapped_arrays = {}
 
     def __len__(self) -> int:
         return int(self.meta["size"])
