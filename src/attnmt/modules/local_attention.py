@@ -53,6 +53,10 @@ class LocalAttention(ScoreWrapper):
             raise ConfigError(f"{config_key}.half_width={half_width!r} must be a positive integer (the window is 2D+1 positions)")
         super().__init__(score, query_size, key_size, attention_size)
         self.half_width = half_width
+        self.build_centre_layers(query_size, attention_size)
+
+    def build_centre_layers(self, query_size: int, attention_size: int) -> None:
+        """Parameters that place the window (none by default); called once the score is built."""
 
     def centres(self, query: torch.Tensor, mask: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
         """query [B, Tq, Dq], mask [B, 1|Tq, S], query_positions [Tq] -> window centres p_t [B, Tq] (float)."""
@@ -89,16 +93,7 @@ class MonotonicLocalAttention(LocalAttention):
 class PredictiveLocalAttention(LocalAttention):
     """Luong's local-p: the decoder predicts the window centre and a Gaussian (sigma = D/2) weights it."""
 
-    def __init__(
-        self,
-        score: Callable[..., SingleHeadAttention],
-        query_size: int,
-        key_size: int,
-        attention_size: int,
-        half_width: int = 5,
-        config_key: str = "model.attention",
-    ) -> None:
-        super().__init__(score, query_size, key_size, attention_size, half_width, config_key)
+    def build_centre_layers(self, query_size: int, attention_size: int) -> None:
         self.position_proj = nn.Linear(query_size, attention_size, bias=False)  # W_p
         self.position_energy = nn.Linear(attention_size, 1, bias=False)  # v_p
 
